@@ -1,0 +1,90 @@
+"""Turn a pipe's byte chunks into whole, prefixed lines.
+
+The hot path does one ``bytes.replace`` per chunk, never a Python call per
+line: a chunk's complete lines are prefixed in C and the unterminated tail is
+kept for the next chunk. A tail that grows past ``limit`` is cut into
+prefixed pieces so a replica that never writes a newline cannot make us
+buffer without bound.
+"""
+
+from __future__ import annotations
+
+LINE_LIMIT = 64 * 1024
+
+
+class LineSplitter:
+    """Prefix every complete line of a byte stream; keep the partial last line."""
+
+    __slots__ = ("_limit", "_nl_prefix", "_prefix", "_tail")
+
+    def __init__(self, prefix: bytes, *, limit: int = LINE_LIMIT) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self._prefix = prefix
+        self._nl_prefix = b"\n" + prefix
+        self._limit = limit
+        self._tail = b""
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the unterminated line held back."""
+        return len(self._tail)
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the prefixed complete lines that ``data`` finishes."""
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._tail += data
+            return self._cut_tail() if len(self._tail) >= self._limit else b""
+        out = b""
+        head = data[: last + 1]
+        if self._tail:
+            first = head.find(b"\n")
+            if len(self._tail) + first >= self._limit:
+                # The line that the old tail starts is too long: cut it on its own.
+                self._tail += head[:first]
+                out = self._cut_tail()
+                out += self._prefix + self._tail + b"\n" if self._tail else b""
+                head = head[first + 1 :]
+            else:
+                head = self._tail + head
+            self._tail = b""
+        if head:
+            if len(head) > self._limit and _longest_line(head) > self._limit:
+                out += b"".join(self._pieces(line) for line in head[:-1].split(b"\n"))
+            else:
+                out += self._prefix + head[:-1].replace(b"\n", self._nl_prefix) + b"\n"
+        self._tail = data[last + 1 :]
+        if len(self._tail) >= self._limit:
+            out += self._cut_tail()
+        return out
+
+    def flush(self) -> bytes:
+        """Return the unterminated last line, prefixed and ended, at EOF."""
+        if not self._tail:
+            return b""
+        out = self._prefix + self._tail + b"\n"
+        self._tail = b""
+        return out
+
+    def _cut_tail(self) -> bytes:
+        limit = self._limit
+        whole = len(self._tail) - len(self._tail) % limit
+        out = b"".join(
+            self._prefix + self._tail[i : i + limit] + b"\n" for i in range(0, whole, limit)
+        )
+        self._tail = self._tail[whole:]
+        return out
+
+    def _pieces(self, line: bytes) -> bytes:
+        limit = self._limit
+        if len(line) <= limit:
+            return self._prefix + line + b"\n"
+        return b"".join(
+            self._prefix + line[i : i + limit] + b"\n" for i in range(0, len(line), limit)
+        )
+
+
+def _longest_line(block: bytes) -> int:
+    return max(map(len, block.split(b"\n")))
+

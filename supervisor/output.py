@@ -1,0 +1,119 @@
+"""Where forwarded output goes: byte streams, or records for a host app.
+
+Writes to the streams are whole prefixed blocks, so lines of different
+replicas never interleave inside a line. A blocking write holds the loop,
+which is the backpressure: the replicas' pipes fill and they block, and no
+buffer of ours grows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import BinaryIO, Literal, Protocol, TextIO
+
+import anyio
+
+Stream = Literal["stdout", "stderr"]
+
+_PALETTE = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
+RESET = b"\x1b[0m"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLine:
+    """One line a replica wrote, without prefix or newline."""
+
+    replica: str
+    pid: int
+    stream: Stream
+    line: bytes
+
+
+class OutputSink(Protocol):
+    #: False when the sink wants records, True when it wants prefixed bytes.
+    prefixed: bool
+
+    async def write(self, replica: str, pid: int, stream: Stream, data: bytes) -> None: ...
+
+
+def use_color(mode: str, stream: TextIO | BinaryIO | None, environ: dict[str, str]) -> bool:
+    """``auto`` colours only a TTY and honours NO_COLOR, like most CLIs."""
+    if mode == "always":
+        return True
+    if mode == "never" or environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def make_prefix(name: str, pid: int, color_index: int | None) -> bytes:
+    label = f"({name} pid={pid})".encode()
+    if color_index is None:
+        return label + b" "
+    code = _PALETTE[color_index % len(_PALETTE)]
+    return b"\x1b[%dm" % code + label + RESET + b" "
+
+
+class StreamSink:
+    """Prefixed bytes to a pair of streams (default: this process's stdout/stderr)."""
+
+    prefixed = True
+
+    def __init__(
+        self,
+        stdout: TextIO | BinaryIO | None = None,
+        stderr: TextIO | BinaryIO | None = None,
+    ) -> None:
+        self._targets = {
+            "stdout": _binary(stdout if stdout is not None else sys.stdout),
+            "stderr": _binary(stderr if stderr is not None else sys.stderr),
+        }
+
+    async def write(self, replica: str, pid: int, stream: Stream, data: bytes) -> None:
+        target = self._targets[stream]
+        if isinstance(target, int):
+            await _write_fd(target, data)
+        else:
+            target.write(data)
+            target.flush()
+
+
+class RecordSink:
+    """Each line as an ``OutputLine`` to a host callback (sync or async)."""
+
+    prefixed = False
+
+    def __init__(self, callback: Callable[[OutputLine], Awaitable[None] | None]) -> None:
+        self._callback = callback
+
+    async def write(self, replica: str, pid: int, stream: Stream, data: bytes) -> None:
+        for line in data.split(b"\n")[:-1]:
+            result = self._callback(OutputLine(replica, pid, stream, line))
+            if inspect.isawaitable(result):
+                await result
+
+
+def _binary(stream: TextIO | BinaryIO) -> BinaryIO | int:
+    """The raw fd when the stream is this process's own stdout/stderr (fastest)."""
+    buffer = getattr(stream, "buffer", stream)
+    if stream is sys.__stdout__ or stream is sys.__stderr__:
+        stream.flush()
+        return int(stream.fileno())
+    return buffer  # type: ignore[no-any-return]
+
+
+async def _write_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            await anyio.wait_writable(fd)
+            continue
+        view = view[n:]

@@ -1,0 +1,245 @@
+"""The launch plan: what each replica runs, with which environment, where.
+
+A spawn is a value. ``build_plan`` turns a Config and a Topology into argv,
+environment, cwd, CPUs and nodes for every replica, touching nothing; the
+only effects it may cause go through the injected ``which`` and ``probe``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from topology import Place, Topology, TopologyError, format_cpulist, omp_env, wrapper_argv
+
+from .config import Config, ConfigError, expand_placeholders, placeholder_values
+
+Probe = Callable[[Sequence[str]], str | None]
+Memory = Literal["bind", "preferred", "off"]
+
+PRIVATE_PREFIX = "PLACEVISOR_"
+_INSTALL_NUMACTL = (
+    "install numactl (apt-get install numactl, dnf install numactl, apk add numactl)"
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReplicaPlan:
+    """How to start one replica: the spawner executes exactly this."""
+
+    name: str
+    group: str
+    index: int
+    argv: tuple[str, ...]  # wrapper (numactl/taskset) included
+    env: Mapping[str, str]  # the child's complete environment
+    env_added: Mapping[str, str]  # only what the supervisor adds or sets
+    cwd: str  # absolute
+    cpus: tuple[int, ...]
+    nodes: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LaunchPlan:
+    """Every replica in start order, plus what the planner had to give up on."""
+
+    replicas: tuple[ReplicaPlan, ...]
+    warnings: tuple[str, ...] = ()
+
+    def group(self, name: str) -> tuple[ReplicaPlan, ...]:
+        """The replicas of group ``name`` in index order."""
+        return tuple(r for r in self.replicas if r.group == name)
+
+
+def build_plan(
+    config: Config,
+    *,
+    topology: Topology | None = None,
+    environ: Mapping[str, str],
+    which: Callable[[str], str | None] = shutil.which,
+    probe: Probe | None = None,
+) -> LaunchPlan:
+    """Plan every replica of ``config``.
+
+    ``environ`` is the environment replicas inherit (copied, never changed);
+    ``topology`` is used unless the config names an lscpu dump, and detected
+    when neither is given; ``probe(args)`` says whether ``numactl ARGS true``
+    works (None) or why not, and is asked only for ``numa = "auto"`` on a
+    live (not dumped) topology with more than one node.
+    Raises ConfigError, topology problems included (as ``<file>: topology: ...``).
+    """
+    inherited = {k: v for k, v in environ.items() if not k.startswith(PRIVATE_PREFIX)}
+    places = _places(config, topology, inherited)
+    assignment = _assign(config, places)
+    warnings: list[str] = []
+    # A dump describes another machine: probing this kernel would say nothing about it.
+    live_probe = None if config.topology.lscpu else probe
+    wrap = _wrapper(config, assignment, which, live_probe, warnings, places.multi_node)
+    replicas = []
+    for group in config.groups:
+        cwd = str((config.base_dir / group.cwd).resolve())
+        for index in range(group.replicas):
+            values = placeholder_values(group.name, index, group.replicas)
+            added = {k: expand_placeholders(v, values) for k, v in group.env.items()}
+            added |= {
+                "SUPERVISOR_GROUP": group.name,
+                "SUPERVISOR_NAME": values["name"],
+                "SUPERVISOR_INDEX": values["index"],
+                "SUPERVISOR_REPLICAS": values["replicas"],
+            }
+            command = tuple(expand_placeholders(arg, values) for arg in group.command)
+            place = assignment.get((group.name, index))
+            prefix: tuple[str, ...] = ()
+            if place is not None:
+                added |= omp_env(place, config.topology.reserved_cpus)
+                prefix = tuple(wrap(place))
+            replicas.append(
+                ReplicaPlan(
+                    name=values["name"],
+                    group=group.name,
+                    index=index,
+                    argv=prefix + command,
+                    env=inherited | added,
+                    env_added=added,
+                    cwd=cwd,
+                    cpus=place.cpus if place else (),
+                    nodes=place.nodes if place else (),
+                )
+            )
+    return LaunchPlan(replicas=tuple(replicas), warnings=tuple(warnings))
+
+
+@dataclass(frozen=True, slots=True)
+class _Places:
+    places: tuple[Place, ...]
+    multi_node: bool
+
+
+def _places(config: Config, given: Topology | None, environ: Mapping[str, str]) -> _Places:
+    """Compute the places once, from the dump, the given topology or this machine."""
+    settings = config.topology
+    if settings.strategy == "none":
+        return _Places((), False)
+    try:
+        if settings.lscpu:
+            topo = Topology.from_file(config.base_dir / settings.lscpu)
+        else:
+            topo = given if given is not None else Topology.detect()
+        places = topo.places(
+            settings.strategy,
+            smt=settings.smt,
+            cpus=settings.cpus,
+            nodes=settings.nodes,
+            reserved=0,
+            environ=environ,
+        )
+    except TopologyError as exc:
+        raise ConfigError(f"{config.source}: topology: {exc}") from None
+    smallest = min(places, key=lambda p: len(p.cpus), default=None)
+    if smallest is not None and settings.reserved_cpus >= len(smallest.cpus):
+        raise config.error(
+            "topology.reserved_cpus",
+            f"{settings.reserved_cpus} reserved CPUs leave no OpenMP thread in a place of "
+            f"{len(smallest.cpus)} CPUs ({format_cpulist(smallest.cpus)}); "
+            f"set reserved_cpus below {len(smallest.cpus)}",
+        )
+    return _Places(places, len(topo.nodes) > 1)
+
+
+def _assign(config: Config, places: _Places) -> dict[tuple[str, int], Place]:
+    """Bound groups take places in config order, then index order."""
+    if config.topology.strategy == "none":
+        return {}
+    free = list(places.places)
+    assignment: dict[tuple[str, int], Place] = {}
+    for i, group in enumerate(config.groups):
+        if not group.bind:
+            continue
+        if group.replicas > len(free):
+            problem = _shortage(config, group.replicas, free, places)
+            raise config.error(f"group[{i}].replicas", problem)
+        for index in range(group.replicas):
+            assignment[(group.name, index)] = free.pop(0)
+    return assignment
+
+
+def _shortage(config: Config, wanted: int, free: list[Place], places: _Places) -> str:
+    strategy = config.topology.strategy
+    total = len(places.places)
+    shown = "; ".join(f"CPUs {p.cpulist}" for p in free[:4]) + ("; ..." if len(free) > 4 else "")
+    if total == 0:
+        given = f'strategy "{strategy}" gives no place'
+    else:
+        noun = "place" if total == 1 else "places"
+        given = f'strategy "{strategy}" gives only {total} {noun}'
+        if len(free) < total:
+            given += f", {len(free)} left after the groups before it"
+        if free:
+            given += f" ({shown})"
+    return (
+        f"{wanted} bound replicas but {given}; "
+        "lower replicas, set bind = false, or pick another strategy"
+    )
+
+
+def _wrapper(
+    config: Config,
+    assignment: Mapping[tuple[str, int], Place],
+    which: Callable[[str], str | None],
+    probe: Probe | None,
+    warnings: list[str],
+    multi_node: bool,
+) -> Callable[[Place], list[str]]:
+    """Decide the memory policy once and return the per-place wrapper builder."""
+    if not assignment:
+        return lambda place: []
+    numa = config.topology.numa
+    numactl = "numactl" if which("numactl") is not None else None
+    if numactl is None:
+        if numa in ("bind", "preferred"):
+            raise config.error(
+                "topology.numa",
+                f'"{numa}" needs numactl, which is not on PATH; {_INSTALL_NUMACTL}, '
+                'or set numa = "auto" to bind CPUs with taskset',
+            )
+        if which("taskset") is None:
+            raise config.error(
+                "topology.strategy",
+                "binding replicas needs numactl or taskset and neither is on PATH; "
+                f'{_INSTALL_NUMACTL}, or set bind = false',
+            )
+        if numa == "auto" and multi_node:
+            warnings.append(
+                "numactl not found: replicas are bound to CPUs with taskset but their memory "
+                f"is not bound to their NUMA node; {_INSTALL_NUMACTL}"
+            )
+        return lambda place: wrapper_argv(place, memory="off", numactl=None)
+    memory: Memory
+    if numa == "auto":
+        memory = "bind" if multi_node else "off"
+        if memory == "bind" and probe is not None:
+            refusal = _probe_all(assignment.values(), probe)
+            if refusal is not None:
+                memory = "off"
+                warnings.append(
+                    'numa = "auto": memory binding is not allowed here, binding CPUs only '
+                    f"({refusal}); containers need the SYS_NICE capability for set_mempolicy"
+                )
+    else:
+        memory = numa
+    return lambda place: wrapper_argv(place, memory=memory, numactl=numactl)
+
+
+def _probe_all(places: Iterable[Place], probe: Probe) -> str | None:
+    """Ask the probe once per distinct node set; the first refusal wins."""
+    asked: set[tuple[str, ...]] = set()
+    for place in places:
+        args = (f"--membind={format_cpulist(place.nodes)}",)
+        if args in asked:
+            continue
+        asked.add(args)
+        refusal = probe(list(args))
+        if refusal is not None:
+            return refusal
+    return None

@@ -1,0 +1,120 @@
+"""Subreaper duties for ``serve`` (and PID 1 duties in a container).
+
+As child subreaper, descendants that double-fork out of a replica are
+re-parented to us rather than to init, so they can be reaped and killed at
+shutdown. Reaping is driven by SIGCHLD (the OS wakes us) and touches only
+pids we did not spawn: a replica's own pid is reaped by its pidfd waiter.
+Only the CLI uses this: a library must not change process-wide settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import anyio
+import psutil
+
+if TYPE_CHECKING:
+    from .engine import Supervisor
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Ask the kernel to re-parent our orphaned descendants to us."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def own_children() -> set[int]:
+    """Our direct children, from /proc/self/task/*/children when the kernel has it."""
+    pids: set[int] = set()
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids.update(int(p) for p in f.read().split())
+        return pids
+    except OSError:
+        return {p.pid for p in psutil.Process().children()}
+
+
+class Reaper:
+    """Reap adopted orphans on SIGCHLD; kill and reap what is left at the end."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self._sup = sup
+        self.reaped = 0
+        self.subreaper = False
+        self._sigchld = anyio.Event()
+
+    async def __aenter__(self) -> Reaper:
+        self.subreaper = os.getpid() == 1 or become_subreaper()
+        # uvloop refuses loop-level SIGCHLD handlers, so a plain handler writes
+        # to a self-pipe that the loop watches: same wake-up on every backend.
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old = signal.signal(signal.SIGCHLD, self._on_sigchld)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        signal.signal(signal.SIGCHLD, self._old)
+        os.close(self._r)
+        os.close(self._w)
+
+    def _on_sigchld(self, signum: int, frame: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._w, b"c")
+
+    async def run(self) -> None:
+        self.reap()  # anything that exited before the handler was in place
+        while True:
+            await anyio.wait_readable(self._r)
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._r, 4096)
+            self.reap()
+            self._sigchld.set()
+            self._sigchld = anyio.Event()
+
+    def reap(self) -> int:
+        """waitpid each orphan that has exited; never a replica's own pid."""
+        mine = self._sup.managed_pids() | self._sup.unreaped_pids()
+        count = 0
+        for pid in own_children() - mine:
+            with contextlib.suppress(ChildProcessError):
+                got, _ = os.waitpid(pid, os.WNOHANG)
+                if got:
+                    count += 1
+        self.reaped += count
+        return count
+
+    async def finish(self) -> None:
+        """After the replicas are gone: SIGKILL adopted orphans' trees, then reap them."""
+        mine = self._sup.unreaped_pids()
+        leftovers: list[psutil.Process] = []
+        for pid in own_children() - mine:
+            try:
+                proc = psutil.Process(pid)
+                leftovers.extend([proc, *proc.children(recursive=True)])
+            except psutil.Error:
+                continue
+        for proc in leftovers:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if leftovers:
+            self._sup.log.warning("orphans_killed", count=len(leftovers))
+        with anyio.move_on_after(2.0):
+            while own_children() - self._sup.unreaped_pids():
+                if not self.reap():
+                    await self._sigchld.wait()  # the next SIGCHLD, not a poll

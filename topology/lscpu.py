@@ -1,0 +1,129 @@
+"""Readers for ``lscpu -Je`` JSON and ``lscpu -p`` CSV dumps, in every form seen in the wild."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+from .errors import TopologyError
+from .model import RawCpu, Topology, build
+
+# util-linux 2.39 prints a missing value as a bare ``-`` (issue #3430): not JSON.
+_BARE_DASH = re.compile(r'(":\s*)-(\s*[,}\]])')
+_TRUE = {"yes", "y", "true", "1"}
+_FALSE = {"no", "n", "false", "0"}
+
+
+def _int_field(value: object, what: str) -> int | None:
+    """An id given as a number or a string; ``None``/``"-"``/``""`` mean unknown."""
+    if value is None or value in ("-", ""):
+        return None
+    if isinstance(value, bool):
+        raise TopologyError(f"{what} is {value!r}, expected an integer")
+    if isinstance(value, int):
+        if value < 0:
+            return None
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise TopologyError(f"{what} is {value!r}, expected an integer")
+
+
+def _online_field(value: object, what: str) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise TopologyError(f"{what} is {value!r}, expected yes/no or true/false")
+
+
+def _raw_cpu(index: int, entry: Mapping[str, object], source: str) -> RawCpu:
+    where = f"{source}: CPU entry {index}"
+    cpu = _int_field(entry.get("cpu", index), f"{where} field 'cpu'")
+    if cpu is None:
+        raise TopologyError(f"{where} has no CPU number")
+    core = _int_field(entry.get("core"), f"{where} field 'core'")
+    socket = _int_field(entry.get("socket"), f"{where} field 'socket'")
+    node = _int_field(entry.get("node"), f"{where} field 'node'")
+    # lscpu core ids are machine-wide already; without one, a CPU is its own core.
+    key: Hashable = ("core", core) if core is not None else ("cpu", cpu)
+    online = _online_field(entry.get("online"), f"{where} field 'online'")
+    return RawCpu(cpu, key, socket or 0, node or 0, online)
+
+
+def from_json(data: str | bytes | Mapping[str, object], source: str = "lscpu -Je") -> Topology:
+    """Build a topology from ``lscpu -Je`` output, repairing the bare-dash bug."""
+    if not isinstance(data, Mapping):
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        try:
+            parsed: object = json.loads(text)
+        except json.JSONDecodeError:
+            try:
+                parsed = json.loads(_BARE_DASH.sub(r"\1null\2", text))
+            except json.JSONDecodeError as exc:
+                raise TopologyError(f"{source}: not valid JSON ({exc})") from None
+        if not isinstance(parsed, Mapping):
+            raise TopologyError(f"{source}: expected a JSON object with a 'cpus' list")
+        data = parsed
+    entries = data.get("cpus")
+    if not isinstance(entries, list):
+        hint = " (this is `lscpu -J` summary output)" if "lscpu" in data else ""
+        raise TopologyError(
+            f"{source}: no 'cpus' list{hint}; produce the dump with `lscpu -Je`"
+        )
+    raws = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise TopologyError(f"{source}: CPU entry {index} is not an object")
+        raws.append(_raw_cpu(index, entry, source))
+    return build(raws, source)
+
+
+def from_csv(text: str, source: str = "lscpu -p") -> Topology:
+    """Build a topology from ``lscpu -p`` output (columns named by its ``# CPU,...`` header)."""
+    lines = text.splitlines()
+    columns = ["cpu", "core", "socket", "node"]
+    start = 0
+    for number, line in enumerate(lines):
+        if line.startswith("#") and line[1:].strip().lower().startswith("cpu,"):
+            columns = [name.strip().lower() for name in line[1:].split(",")]
+            start = number + 1
+    raws = []
+    for number, line in enumerate(lines[start:], start + 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = dict(zip(columns, line.split(","), strict=False))
+        where = f"{source}: line {number}"
+        if "cpu" not in fields or not fields["cpu"].strip().isdigit():
+            raise TopologyError(
+                f"{where}: {line.strip()[:60]!r} is not an `lscpu -p` row; "
+                "expected `lscpu -Je` JSON or `lscpu -p` CSV"
+            )
+        cpu = int(fields["cpu"])
+        core = _int_field(fields.get("core"), f"{where} column Core")
+        socket = _int_field(fields.get("socket"), f"{where} column Socket")
+        node = _int_field(fields.get("node"), f"{where} column Node")
+        online = _online_field(fields.get("online"), f"{where} column Online")
+        key: Hashable = ("core", core) if core is not None else ("cpu", cpu)
+        raws.append(RawCpu(cpu, key, socket or 0, node or 0, online))
+    if not raws:
+        raise TopologyError(f"{source}: no CPU rows; expected `lscpu -Je` JSON or `lscpu -p` CSV")
+    return build(raws, source)
+
+
+def from_file(path: Path) -> Topology:
+    """Read a dump, JSON if it starts with ``{``, else ``lscpu -p`` CSV."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise TopologyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if text.lstrip().startswith(("{", "[")):
+        return from_json(text, source=str(path))
+    return from_csv(text, source=str(path))

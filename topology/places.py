@@ -1,0 +1,180 @@
+"""The place planner: cut the allowed CPUs into disjoint places, in linear time.
+
+CPUs are grouped with dicts keyed by core and node; nothing scans all CPUs per CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .cpulist import format_cpulist, parse_cpulist
+from .errors import TopologyError
+from .gpus import visible_gpus
+from .model import Cpu, Place, Topology
+
+STRATEGIES = ("nodes", "cores", "all", "gpus", "none")
+
+# A core's kept CPUs, keyed by core index, in ascending order of first CPU.
+Cores = dict[int, list[int]]
+
+
+def _place(cores: Iterable[list[int]], by_id: Mapping[int, Cpu], gpu: int | None = None) -> Place:
+    groups = sorted((tuple(sorted(c)) for c in cores), key=lambda c: c[0])
+    cpus = tuple(sorted(cpu for group in groups for cpu in group))
+    nodes = tuple(sorted({by_id[cpu].node for cpu in cpus}))
+    return Place(cpus, nodes, tuple(groups), gpu)
+
+
+def _keep_threads(universe: list[int], by_id: Mapping[int, Cpu], smt: int) -> Cores:
+    """Keep at most ``smt`` lowest-numbered threads of each core (0 keeps all)."""
+    cores: Cores = {}
+    for cpu in sorted(universe):
+        kept = cores.setdefault(by_id[cpu].core, [])
+        if smt == 0 or len(kept) < smt:
+            kept.append(cpu)
+    return cores
+
+
+def _by_node(cores: Cores, by_id: Mapping[int, Cpu]) -> dict[int, list[list[int]]]:
+    nodes: dict[int, list[list[int]]] = {}
+    for threads in cores.values():
+        nodes.setdefault(by_id[threads[0]].node, []).append(threads)
+    return nodes
+
+
+def _gpu_places(
+    cores: Cores,
+    by_id: Mapping[int, Cpu],
+    gpu_root: Path,
+    environ: Mapping[str, str],
+    filtered: bool,
+) -> list[Place]:
+    """Per node, split its cores into contiguous runs, one per GPU, sizes within one core."""
+    gpus = visible_gpus(gpu_root, environ)
+    if not gpus:
+        raise TopologyError(
+            f"strategy 'gpus': no visible NVIDIA/AMD GPU under {gpu_root / 'bus/pci/devices'} "
+            "(check CUDA_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES)"
+        )
+    nodes = _by_node(cores, by_id)
+    per_node: dict[int, list[int]] = {}
+    for gpu in gpus:
+        per_node.setdefault(gpu.node, []).append(gpu.index)
+    places = []
+    for node, indices in per_node.items():
+        node_cores = nodes.get(node, [])
+        if not node_cores and filtered:
+            continue
+        if len(node_cores) < len(indices):
+            raise TopologyError(
+                f"strategy 'gpus': node {node} has {len(indices)} GPUs but only "
+                f"{len(node_cores)} allowed cores; give each GPU CPUs with 'cpus'"
+            )
+        size, extra = divmod(len(node_cores), len(indices))
+        start = 0
+        for n, index in enumerate(indices):
+            end = start + size + (1 if n < extra else 0)
+            places.append(_place(node_cores[start:end], by_id, gpu=index))
+            start = end
+    return places
+
+
+def _cut(strategy: str, cores: Cores, by_id: Mapping[int, Cpu]) -> list[Place]:
+    if not cores:
+        return []
+    if strategy == "all":
+        return [_place(cores.values(), by_id)]
+    if strategy == "cores":
+        return [_place([threads], by_id) for threads in cores.values()]
+    return [_place(group, by_id) for group in _by_node(cores, by_id).values()]
+
+
+def _masks(topo: Topology, cpus: str, by_id: Mapping[int, Cpu]) -> list[tuple[int, ...]]:
+    """Parse ``cpus`` ("0-15|16-31"): every CPU must be allowed, and no CPU in two masks."""
+    masks = []
+    owner: dict[int, int] = {}
+    for n, text in enumerate(cpus.split("|")):
+        mask = parse_cpulist(text)
+        for cpu in mask:
+            if cpu not in topo.allowed:
+                why = (
+                    "not on this machine"
+                    if cpu not in by_id
+                    else "not allowed (offline, or outside this process's affinity or cpuset)"
+                )
+                raise TopologyError(
+                    f"cpus {cpus!r}: CPU {cpu} in mask {text.strip()!r} is {why}; "
+                    f"allowed CPUs are {format_cpulist(topo.allowed)}"
+                )
+            if cpu in owner:
+                raise TopologyError(
+                    f"cpus {cpus!r}: CPU {cpu} is in masks {owner[cpu] + 1} and {n + 1}; "
+                    "places must not overlap"
+                )
+            owner[cpu] = n
+        masks.append(mask)
+    return masks
+
+
+def plan(
+    topo: Topology,
+    strategy: str,
+    *,
+    smt: int = 1,
+    cpus: str = "",
+    nodes: str = "",
+    reserved: int = 0,
+    gpu_root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Place, ...]:
+    """Places for ``strategy``, disjoint and in ascending order of first CPU."""
+    if strategy not in STRATEGIES:
+        raise TopologyError(f"strategy {strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
+    if smt < 0:
+        raise TopologyError(f"smt = {smt}: must be 0 (all threads) or a positive count")
+    if reserved < 0:
+        raise TopologyError(f"reserved_cpus = {reserved}: must be 0 or more")
+    if strategy == "none":
+        return ()
+    by_id = {cpu.id: cpu for cpu in topo.cpus}
+    eligible = set(topo.allowed)
+    if nodes.strip():
+        wanted = set(parse_cpulist(nodes))
+        unknown = wanted.difference(topo.nodes)
+        if unknown:
+            raise TopologyError(
+                f"nodes {nodes!r}: node {format_cpulist(unknown)} not on this machine; "
+                f"its nodes are {format_cpulist(topo.nodes)}"
+            )
+        eligible = {cpu for cpu in eligible if by_id[cpu].node in wanted}
+    if cpus.strip():
+        universes = [[cpu for cpu in mask if cpu in eligible] for mask in _masks(topo, cpus, by_id)]
+    else:
+        universes = [sorted(eligible)]
+    places: list[Place] = []
+    if strategy == "gpus":
+        union = [cpu for universe in universes for cpu in universe]
+        root = Path("/sys") if gpu_root is None else gpu_root
+        env = os.environ if environ is None else environ
+        kept = _keep_threads(union, by_id, smt)
+        places = _gpu_places(kept, by_id, root, env, filtered=bool(nodes.strip()))
+    else:
+        for universe in universes:
+            places.extend(_cut(strategy, _keep_threads(universe, by_id, smt), by_id))
+    if not places:
+        raise TopologyError(
+            f"strategy {strategy!r} gives no places: no allowed CPU left "
+            f"(allowed {format_cpulist(topo.allowed) or 'none'}, nodes {nodes or 'all'!r}, "
+            f"cpus {cpus or 'all'!r})"
+        )
+    places.sort(key=lambda place: place.cpus[0])
+    for number, place in enumerate(places):
+        if reserved >= len(place.cpus):
+            raise TopologyError(
+                f"reserved_cpus = {reserved} leaves no thread in place {number} "
+                f"(CPUs {place.cpulist}, {len(place.cpus)} CPUs): OMP_NUM_THREADS would be "
+                f"{len(place.cpus) - reserved}; lower reserved_cpus or use bigger places"
+            )
+    return tuple(places)
