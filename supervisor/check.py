@@ -26,7 +26,7 @@ def render_text(plan: LaunchPlan, config: Config) -> str:
     groups = len(config.groups)
     out.append(
         f"{config.source}: {len(plan.replicas)} replica{'s' if len(plan.replicas) != 1 else ''}"
-        f" in {groups} group{'s' if groups != 1 else ''}; strategy \"{settings.strategy}\","
+        f' in {groups} group{"s" if groups != 1 else ""}; strategy "{settings.strategy}",'
         f' numa "{settings.numa}"'
     )
     for replica in plan.replicas:

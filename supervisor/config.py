@@ -91,8 +91,15 @@ def _describe(value: object) -> str:
 
 
 def _type_name(value: object) -> str:
-    names = {dict: "table", list: "array", tuple: "array", str: "string", bool: "boolean",
-             int: "integer", float: "float"}
+    names = {
+        dict: "table",
+        list: "array",
+        tuple: "array",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -154,7 +161,7 @@ def _check_cpulist(key: str, value: object, *, split: bool) -> None:
         try:
             parse_cpulist(part)
         except CpuListError as exc:
-            raise _FieldError(key, f"{exc} (write e.g. \"0-3,8\")") from None
+            raise _FieldError(key, f'{exc} (write e.g. "0-3,8")') from None
 
 
 # -- the model ----------------------------------------------------------------------
@@ -243,7 +250,8 @@ class GroupConfig:
         _check_bool("bind", self.bind)
         self._check_identity()
         if self.umask is not None and (
-            isinstance(self.umask, bool) or not isinstance(self.umask, int)
+            isinstance(self.umask, bool)
+            or not isinstance(self.umask, int)
             or not 0 <= self.umask <= 0o777
         ):
             shown = oct(self.umask) if type(self.umask) is int else _describe(self.umask)
@@ -283,7 +291,8 @@ class GroupConfig:
 
     def _check_identity(self) -> None:
         lookups: tuple[tuple[str, Callable[[str], object]], ...] = (
-            ("user", pwd.getpwnam), ("group", grp.getgrnam)
+            ("user", pwd.getpwnam),
+            ("group", grp.getgrnam),
         )
         for key, lookup in lookups:
             value = getattr(self, key)
@@ -383,7 +392,8 @@ class Config:
         if not isinstance(raw_groups, list) or not all(isinstance(g, Mapping) for g in raw_groups):
             raise ConfigError(
                 _format_error(
-                    source, "group",
+                    source,
+                    "group",
                     f"must be an array of tables written [[group]], got {_describe(raw_groups)}",
                     lines,
                 )
@@ -421,7 +431,10 @@ def _table_problem(value: object) -> str:
 
 
 def _reject_unknown(
-    source: str, prefix: str, table: Mapping[str, Any], allowed: set[str],
+    source: str,
+    prefix: str,
+    table: Mapping[str, Any],
+    allowed: set[str],
     lines: Mapping[str, int],
 ) -> None:
     """Refuse keys the model does not know, suggesting the closest one."""

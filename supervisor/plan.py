@@ -20,9 +20,7 @@ Probe = Callable[[Sequence[str]], str | None]
 Memory = Literal["bind", "preferred", "off"]
 
 PRIVATE_PREFIX = "PLACEVISOR_"
-_INSTALL_NUMACTL = (
-    "install numactl (apt-get install numactl, dnf install numactl, apk add numactl)"
-)
+_INSTALL_NUMACTL = "install numactl (apt-get install numactl, dnf install numactl, apk add numactl)"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -207,7 +205,7 @@ def _wrapper(
             raise config.error(
                 "topology.strategy",
                 "binding replicas needs numactl or taskset and neither is on PATH; "
-                f'{_INSTALL_NUMACTL}, or set bind = false',
+                f"{_INSTALL_NUMACTL}, or set bind = false",
             )
         if numa == "auto" and multi_node:
             warnings.append(

@@ -17,25 +17,21 @@ _FALSE = {"no", "n", "false", "0"}
 
 
 def _int_field(value: object, what: str) -> int | None:
-    """An id given as a number or a string; ``None``/``"-"``/``""`` mean unknown."""
+    """An id given as a number or a string; ``None``/``"-"``/``""``/negative mean unknown."""
+    if type(value) is int:  # the common case first: this runs per CPU
+        return value if value >= 0 else None
     if value is None or value in ("-", ""):
         return None
-    if isinstance(value, bool):
-        raise TopologyError(f"{what} is {value!r}, expected an integer")
-    if isinstance(value, int):
-        if value < 0:
-            return None
-        return value
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     raise TopologyError(f"{what} is {value!r}, expected an integer")
 
 
 def _online_field(value: object, what: str) -> bool:
-    if value is None:
+    if value is None or value is True:
         return True
-    if isinstance(value, bool):
-        return value
+    if value is False:
+        return False
     text = str(value).strip().lower()
     if text in _TRUE:
         return True
@@ -44,17 +40,16 @@ def _online_field(value: object, what: str) -> bool:
     raise TopologyError(f"{what} is {value!r}, expected yes/no or true/false")
 
 
-def _raw_cpu(index: int, entry: Mapping[str, object], source: str) -> RawCpu:
-    where = f"{source}: CPU entry {index}"
-    cpu = _int_field(entry.get("cpu", index), f"{where} field 'cpu'")
+def _raw_cpu(index: int, entry: Mapping[str, object]) -> RawCpu:
+    cpu = _int_field(entry.get("cpu", index), "field 'cpu'")
     if cpu is None:
-        raise TopologyError(f"{where} has no CPU number")
-    core = _int_field(entry.get("core"), f"{where} field 'core'")
-    socket = _int_field(entry.get("socket"), f"{where} field 'socket'")
-    node = _int_field(entry.get("node"), f"{where} field 'node'")
+        raise TopologyError("has no CPU number")
+    core = _int_field(entry.get("core"), "field 'core'")
+    socket = _int_field(entry.get("socket"), "field 'socket'")
+    node = _int_field(entry.get("node"), "field 'node'")
     # lscpu core ids are machine-wide already; without one, a CPU is its own core.
     key: Hashable = ("core", core) if core is not None else ("cpu", cpu)
-    online = _online_field(entry.get("online"), f"{where} field 'online'")
+    online = _online_field(entry.get("online"), "field 'online'")
     return RawCpu(cpu, key, socket or 0, node or 0, online)
 
 
@@ -82,7 +77,10 @@ def from_json(data: str | bytes | Mapping[str, object], source: str = "lscpu -Je
     for index, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise TopologyError(f"{source}: CPU entry {index} is not an object")
-        raws.append(_raw_cpu(index, entry, source))
+        try:
+            raws.append(_raw_cpu(index, entry))
+        except TopologyError as exc:
+            raise TopologyError(f"{source}: CPU entry {index} {exc}") from None
     return build(raws, source)
 
 

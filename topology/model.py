@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from .cpulist import format_cpulist
@@ -133,9 +134,8 @@ class Topology:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RawCpu:
-    """A reader's view of a CPU before cores get machine-wide indices."""
+class RawCpu(NamedTuple):
+    """A reader's view of a CPU before cores get machine-wide indices (a tuple: cheap)."""
 
     id: int
     core_key: Hashable

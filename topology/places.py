@@ -21,10 +21,15 @@ Cores = dict[int, list[int]]
 
 
 def _place(cores: Iterable[list[int]], by_id: Mapping[int, Cpu], gpu: int | None = None) -> Place:
-    groups = sorted((tuple(sorted(c)) for c in cores), key=lambda c: c[0])
-    cpus = tuple(sorted(cpu for group in groups for cpu in group))
-    nodes = tuple(sorted({by_id[cpu].node for cpu in cpus}))
-    return Place(cpus, nodes, tuple(groups), gpu)
+    """``cores`` come ascending (by first CPU, each ascending), as ``_keep_threads`` makes them."""
+    groups = tuple(tuple(c) for c in cores)
+    if len(groups) == 1:
+        cpus = groups[0]
+        nodes: tuple[int, ...] = (by_id[cpus[0]].node,)
+    else:
+        cpus = tuple(sorted(cpu for group in groups for cpu in group))
+        nodes = tuple(sorted({by_id[group[0]].node for group in groups}))
+    return Place(cpus, nodes, groups, gpu)
 
 
 def _keep_threads(universe: list[int], by_id: Mapping[int, Cpu], smt: int) -> Cores:

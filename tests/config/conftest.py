@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,12 @@ DATA = Path(__file__).resolve().parent / "data"
 UBICLOUD = DATA / "ubicloud_lscpu-Jye_2socket_2numa_6core_12thread_string-fields_unsorted.json"
 VLLM = DATA / "vllm_mock_lscpu_x86_multi_numa_2node_8cpu.json"
 
+WriteConfig = Callable[..., Path]
+
 
 @pytest.fixture
-def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Write a TOML text as tmp_path/config.toml and return its path."""
+def write_config(tmp_path: Path) -> WriteConfig:
+    """Write a TOML text as tmp_path/NAME and return its path."""
 
     def write(text: str, name: str = "config.toml") -> Path:
         path = tmp_path / name

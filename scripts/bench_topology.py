@@ -1,0 +1,79 @@
+"""Benchmark topology detection + planning on synthetic machines of 256 to 16,384 CPUs.
+
+"detect" here is ``Topology.from_lscpu_json`` of a synthetic ``lscpu -Je`` dump given as
+JSON text (parsing included), the path ``--lscpu`` and the lscpu fallback take; the
+sysfs column reads a synthetic sysfs tree written to a temp dir (file I/O bound).
+"plan" is ``places("nodes")`` plus ``places("cores")``. Best of several runs.
+
+Run: python scripts/bench_topology.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from topology import Topology  # noqa: E402
+from topology.testing import lscpu_json, synthetic, write_sysfs  # noqa: E402
+
+SIZES = (256, 1024, 4096, 16384)
+GOAL_S = 0.020
+
+
+def best(fn: Callable[[], object], repeat: int = 7) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def machine(cpus: int) -> Topology:
+    """2 sockets, 2 nodes per socket, SMT2 with Intel-style offset sibling numbering."""
+    return synthetic(sockets=2, cores_per_socket=cpus // 4, threads_per_core=2, nodes_per_socket=2)
+
+
+def main() -> int:
+    header = (
+        f"{'CPUs':>6} {'detect+plan ms':>15} {'us/CPU':>8} {'vs 256':>7}"
+        f" {'(json ms':>9} {'plan ms)':>9} {'sysfs ms':>9}"
+    )
+    print(header)
+    base = 0.0
+    over_goal = False
+    for size in SIZES:
+        topo = machine(size)
+        dump = json.dumps(lscpu_json(topo))
+
+        def detect_and_plan(dump: str = dump) -> None:
+            t = Topology.from_lscpu_json(dump)
+            t.places("nodes")
+            t.places("cores")
+
+        total = best(detect_and_plan)
+        detect = best(lambda dump=dump: Topology.from_lscpu_json(dump))
+        plan = best(lambda topo=topo: (topo.places("nodes"), topo.places("cores")))
+        with tempfile.TemporaryDirectory() as tmp:
+            write_sysfs(topo, tmp)
+            sysfs = best(lambda tmp=tmp: Topology.from_sysfs(tmp), repeat=3)
+        per_cpu = total / size
+        base = base or per_cpu
+        over_goal |= size == 4096 and total > GOAL_S
+        print(
+            f"{size:>6} {total * 1e3:>15.2f} {per_cpu * 1e6:>8.2f} {per_cpu / base:>7.2f}"
+            f" {detect * 1e3:>9.2f} {plan * 1e3:>9.2f} {sysfs * 1e3:>9.1f}"
+        )
+    print(f"goal: detect+plan under {GOAL_S * 1e3:.0f} ms at 4,096 CPUs: "
+          f"{'MISSED' if over_goal else 'met'}")
+    return 1 if over_goal else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
