@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ class FakeProbe:
 
 
 def make_config(
-    *groups: GroupConfig, base_dir: Path = DATA, source: str = "demo.toml", **topo: object
+    *groups: GroupConfig, base_dir: Path = DATA, source: str = "demo.toml", **topo: Any
 ) -> Config:
     return Config(
         groups=groups,
