@@ -15,12 +15,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from topology import Topology  # noqa: E402
-from topology.testing import lscpu_json, synthetic, write_sysfs  # noqa: E402
+from topology import Topology
+from topology.testing import lscpu_json, synthetic, write_sysfs
 
 SIZES = (256, 1024, 4096, 16384)
 GOAL_S = 0.020
@@ -40,6 +41,15 @@ def machine(cpus: int) -> Topology:
     return synthetic(sockets=2, cores_per_socket=cpus // 4, threads_per_core=2, nodes_per_socket=2)
 
 
+def _plan(topo: Topology) -> None:
+    topo.places("nodes")
+    topo.places("cores")
+
+
+def _detect_and_plan(dump: str) -> None:
+    _plan(Topology.from_lscpu_json(dump))
+
+
 def main() -> int:
     header = (
         f"{'CPUs':>6} {'detect+plan ms':>15} {'us/CPU':>8} {'vs 256':>7}"
@@ -52,17 +62,12 @@ def main() -> int:
         topo = machine(size)
         dump = json.dumps(lscpu_json(topo))
 
-        def detect_and_plan(dump: str = dump) -> None:
-            t = Topology.from_lscpu_json(dump)
-            t.places("nodes")
-            t.places("cores")
-
-        total = best(detect_and_plan)
-        detect = best(lambda dump=dump: Topology.from_lscpu_json(dump))
-        plan = best(lambda topo=topo: (topo.places("nodes"), topo.places("cores")))
+        total = best(partial(_detect_and_plan, dump))
+        detect = best(partial(Topology.from_lscpu_json, dump))
+        plan = best(partial(_plan, topo))
         with tempfile.TemporaryDirectory() as tmp:
             write_sysfs(topo, tmp)
-            sysfs = best(lambda tmp=tmp: Topology.from_sysfs(tmp), repeat=3)
+            sysfs = best(partial(Topology.from_sysfs, tmp), repeat=3)
         per_cpu = total / size
         base = base or per_cpu
         over_goal |= size == 4096 and total > GOAL_S

@@ -212,7 +212,8 @@ def main() -> int:
     samples: list[Sample] = []
     kills: dict[str, int] = {}
     next_sample = start
-    last_cpu = (start, 0.0)
+    first = sup.cpu_times()
+    last_cpu = (start, first.user + first.system)
     while time.monotonic() < end and proc.poll() is None:
         now = time.monotonic()
         if now >= next_sample:

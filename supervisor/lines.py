@@ -5,6 +5,10 @@ line: a chunk's complete lines are prefixed in C and the unterminated tail is
 kept for the next chunk. A tail that grows past ``limit`` is cut into
 prefixed pieces so a replica that never writes a newline cannot make us
 buffer without bound.
+
+A line of length L always comes out as the same pieces, however the stream
+was chunked: ``ceil(L / limit)`` pieces of ``limit`` bytes (the last one
+shorter), or one empty piece for an empty line.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ LINE_LIMIT = 64 * 1024
 class LineSplitter:
     """Prefix every complete line of a byte stream; keep the partial last line."""
 
-    __slots__ = ("_limit", "_nl_prefix", "_prefix", "_tail")
+    __slots__ = ("_cut", "_limit", "_nl_prefix", "_prefix", "_tail")
 
     def __init__(self, prefix: bytes, *, limit: int = LINE_LIMIT) -> None:
         if limit < 1:
@@ -24,6 +28,9 @@ class LineSplitter:
         self._nl_prefix = b"\n" + prefix
         self._limit = limit
         self._tail = b""
+        # True once pieces of the current (unfinished) line went out, so its
+        # end must not add an empty piece when nothing of it is left over.
+        self._cut = False
 
     @property
     def pending(self) -> int:
@@ -31,29 +38,26 @@ class LineSplitter:
         return len(self._tail)
 
     def feed(self, data: bytes) -> bytes:
-        """Return the prefixed complete lines that ``data`` finishes."""
+        """Return the prefixed complete lines (and cut pieces) that ``data`` finishes."""
         last = data.rfind(b"\n")
         if last < 0:
             self._tail += data
             return self._cut_tail() if len(self._tail) >= self._limit else b""
         out = b""
-        head = data[: last + 1]
-        if self._tail:
-            first = head.find(b"\n")
-            if len(self._tail) + first >= self._limit:
-                # The line that the old tail starts is too long: cut it on its own.
-                self._tail += head[:first]
-                out = self._cut_tail()
-                out += self._prefix + self._tail + b"\n" if self._tail else b""
-                head = head[first + 1 :]
+        start = 0
+        if self._tail or self._cut:
+            # Finish the line that earlier chunks began.
+            first = data.find(b"\n")
+            line = self._tail + data[:first]
+            out = self._pieces(line) if line or not self._cut else b""
+            self._tail, self._cut = b"", False
+            start = first + 1
+        if start <= last:
+            head = data[start:last]  # complete lines, without the final newline
+            if len(head) >= self._limit and _longest_line(head) > self._limit:
+                out += b"".join(self._pieces(line) for line in head.split(b"\n"))
             else:
-                head = self._tail + head
-            self._tail = b""
-        if head:
-            if len(head) > self._limit and _longest_line(head) > self._limit:
-                out += b"".join(self._pieces(line) for line in head[:-1].split(b"\n"))
-            else:
-                out += self._prefix + head[:-1].replace(b"\n", self._nl_prefix) + b"\n"
+                out += self._prefix + head.replace(b"\n", self._nl_prefix) + b"\n"
         self._tail = data[last + 1 :]
         if len(self._tail) >= self._limit:
             out += self._cut_tail()
@@ -61,11 +65,8 @@ class LineSplitter:
 
     def flush(self) -> bytes:
         """Return the unterminated last line, prefixed and ended, at EOF."""
-        if not self._tail:
-            return b""
-        out = self._prefix + self._tail + b"\n"
-        self._tail = b""
-        return out
+        tail, self._tail, self._cut = self._tail, b"", False
+        return self._prefix + tail + b"\n" if tail else b""
 
     def _cut_tail(self) -> bytes:
         limit = self._limit
@@ -74,6 +75,7 @@ class LineSplitter:
             self._prefix + self._tail[i : i + limit] + b"\n" for i in range(0, whole, limit)
         )
         self._tail = self._tail[whole:]
+        self._cut = True
         return out
 
     def _pieces(self, line: bytes) -> bytes:
@@ -87,4 +89,3 @@ class LineSplitter:
 
 def _longest_line(block: bytes) -> int:
     return max(map(len, block.split(b"\n")))
-

@@ -7,10 +7,6 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parent / "data"
-UBICLOUD = DATA / "ubicloud_lscpu-Jye_2socket_2numa_6core_12thread_string-fields_unsorted.json"
-VLLM = DATA / "vllm_mock_lscpu_x86_multi_numa_2node_8cpu.json"
-
 WriteConfig = Callable[..., Path]
 
 

@@ -40,7 +40,7 @@ def make_config(
 ) -> Config:
     return Config(
         groups=groups,
-        topology=TopologySettings(**topo),  # type: ignore[arg-type]
+        topology=TopologySettings(**topo),
         base_dir=base_dir,
         source=source,
     )
@@ -51,7 +51,7 @@ def plan_ubicloud(
     probe: FakeProbe | None = None,
     which: object = None,
     environ: Mapping[str, str] = ENVIRON,
-    **topo: object,
+    **topo: Any,
 ) -> LaunchPlan:
     return build_plan(
         make_config(*groups, **topo),
@@ -256,3 +256,16 @@ def test_cwd_is_absolute(tmp_path: Path) -> None:
     group = GroupConfig(name="g", command=("sh",), cwd="sub")
     plan = build_plan(make_config(group, base_dir=tmp_path), environ={}, which=on_path())
     assert plan.replicas[0].cwd == str(tmp_path / "sub")
+
+
+def test_golden_vllm_two_nodes_no_smt() -> None:
+    config = make_config(
+        ENGINE, strategy="nodes", lscpu="vllm_mock_lscpu_x86_multi_numa_2node_8cpu.json"
+    )
+    plan = build_plan(config, environ={}, which=on_path("numactl"), probe=FakeProbe("unused"))
+    assert [r.argv[:4] for r in plan.replicas] == [
+        ("numactl", "--physcpubind=0-3", "--membind=0", "--"),
+        ("numactl", "--physcpubind=4-7", "--membind=1", "--"),
+    ]
+    assert plan.replicas[1].env_added["OMP_PLACES"] == "{4},{5},{6},{7}"
+    assert plan.replicas[1].env_added["OMP_NUM_THREADS"] == "4"

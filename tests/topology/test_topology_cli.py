@@ -31,7 +31,10 @@ def test_json_from_a_dump_as_a_subprocess() -> None:
     assert out["nodes"] == [{"id": 0, "cpus": [0, 1, 2, 3]}, {"id": 1, "cpus": [4, 5, 6, 7]}]
     assert [c["cpus"] for c in out["cores"]] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert all(c["allowed"] and c["online"] for c in out["cpus"])
-    assert out["places"]["nodes"] == [{"cpus": [0, 2], "nodes": [0]}, {"cpus": [4, 6], "nodes": [1]}]
+    assert out["places"]["nodes"] == [
+        {"cpus": [0, 2], "nodes": [0]},
+        {"cpus": [4, 6], "nodes": [1]},
+    ]
     assert out["places"]["all"] == [{"cpus": [0, 2, 4, 6], "nodes": [0, 1]}]
     assert "gpus" not in out["places"]
 

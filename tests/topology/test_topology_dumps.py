@@ -24,8 +24,10 @@ EVENS = list(range(0, 49, 2))
 CASES: list[tuple[str, Expected, Expected]] = [
     (
         "vllm_mock_lscpu_x86_multi_numa_2node_8cpu.json",  # 2 nodes, no SMT
-        {"nodes": [[0, 1, 2, 3], [4, 5, 6, 7]], "cores": singles(range(8)), "all": [list(range(8))]},
-        {"nodes": [[0, 1, 2, 3], [4, 5, 6, 7]], "cores": singles(range(8)), "all": [list(range(8))]},
+        {"nodes": [[0, 1, 2, 3], [4, 5, 6, 7]], "cores": singles(range(8)),
+         "all": [list(range(8))]},
+        {"nodes": [[0, 1, 2, 3], [4, 5, 6, 7]], "cores": singles(range(8)),
+         "all": [list(range(8))]},
     ),
     (
         "vllm_mock_lscpu_s390x_1node_4books_25cpu.json",  # even ids only
