@@ -15,10 +15,19 @@ from typing import Any, BinaryIO, TextIO
 import anyio
 import structlog
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .config import Config, GroupConfig
 from .exits import parse_signal
-from .output import OutputLine, OutputSink, RecordSink, StreamSink, make_prefix, use_color
+from .output import (
+    ChannelSink,
+    OutputLine,
+    OutputSink,
+    RecordSink,
+    StreamSink,
+    make_prefix,
+    use_color,
+)
 from .plan import LaunchPlan, ReplicaPlan
 from .policy import RestartBudget
 from .replica import DRAIN_TIMEOUT, KILL_WAIT, Replica, ReplicaStatus
@@ -69,6 +78,7 @@ class Supervisor:
         logger: Any = None,
         environ: Mapping[str, str] | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
+        line_buffer: int | None = None,
     ) -> None:
         self.config = config
         self._plan = plan
@@ -77,6 +87,12 @@ class Supervisor:
         self.sink: OutputSink = (
             RecordSink(on_output) if on_output is not None else StreamSink(stdout, stderr)
         )
+        self._channel: ChannelSink | None = None
+        if line_buffer is not None:
+            if on_output is not None or stdout is not None or stderr is not None:
+                raise ValueError("give line_buffer or on_output or stdout/stderr, not several")
+            self._channel = ChannelSink(line_buffer)
+            self.sink = self._channel
         if color is None:
             color = use_color(
                 config.supervisor.color, stdout if stdout is not None else sys.stdout, self._environ
@@ -138,7 +154,7 @@ class Supervisor:
         self._outer = anyio.create_task_group()
         await self._outer.__aenter__()
         try:
-            await self._outer.start(self._main, plan)
+            await self._outer.start(self._run, plan)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.stop()
@@ -164,6 +180,19 @@ class Supervisor:
         if force:
             self._force.set()
         self._stop_requested.set()
+
+    def lines(self) -> MemoryObjectReceiveStream[OutputLine]:
+        """The replicas' output as ``OutputLine`` records (needs ``line_buffer=N``).
+
+        ``async for rec in sup.lines():`` ends once the supervisor has finished
+        and the buffered lines were read. At most N lines wait unread; then the
+        replicas block on their writes until the host reads (backpressure).
+        One reader; closing it discards the lines that follow.
+        """
+        if self._channel is None:
+            raise RuntimeError("lines() needs Supervisor(config, line_buffer=N)")
+        self._channel.claimed = True
+        return self._channel.receive
 
     def status(self) -> list[ReplicaStatus]:
         return [r.status() for r in self.replicas]
@@ -229,6 +258,14 @@ class Supervisor:
             exit_code=replica.last_returncode,
         )
         self.request_stop()
+
+    async def _run(self, plan: LaunchPlan, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """``_main``, then end ``lines()`` however it ended."""
+        try:
+            await self._main(plan, task_status=task_status)
+        finally:
+            if self._channel is not None:
+                self._channel.close()
 
     async def _main(self, plan: LaunchPlan, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:

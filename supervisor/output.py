@@ -9,6 +9,7 @@ buffer of ours grows.
 from __future__ import annotations
 
 import inspect
+import io
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol, TextIO
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 Stream = Literal["stdout", "stderr"]
 
@@ -99,13 +101,75 @@ class RecordSink:
                 await result
 
 
-def _binary(stream: TextIO | BinaryIO) -> BinaryIO | int:
+#: Default bound of ``Supervisor.lines()``: lines held before the replicas wait.
+LINE_BUFFER = 1024
+
+
+class ChannelSink:
+    """Each line as an ``OutputLine`` into a bounded memory stream a host iterates.
+
+    When ``max_buffer`` lines wait unread, ``write`` blocks: the replica's pump
+    stops reading, its pipe fills and the replica blocks on its next write.
+    So a slow reader slows the replicas and nothing grows without bound. A
+    reader that closed its end discards the lines that follow.
+    """
+
+    prefixed = False
+
+    def __init__(self, max_buffer: int = LINE_BUFFER) -> None:
+        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+            raise ValueError(f"line_buffer must be an integer >= 1, got {max_buffer!r}")
+        send, receive = anyio.create_memory_object_stream[OutputLine](max_buffer)
+        self._send: MemoryObjectSendStream[OutputLine] = send
+        self.receive: MemoryObjectReceiveStream[OutputLine] = receive
+        self.claimed = False
+
+    async def write(self, replica: str, pid: int, stream: Stream, data: bytes) -> None:
+        for line in data.split(b"\n")[:-1]:
+            try:
+                await self._send.send(OutputLine(replica, pid, stream, line))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the host stopped reading
+
+    def close(self) -> None:
+        """End the host's iteration (after the lines already buffered)."""
+        self._send.close()
+        if not self.claimed:
+            self.receive.close()  # nobody will read them
+
+
+def _binary(stream: TextIO | BinaryIO) -> BinaryIO | _TextTarget | int:
     """The raw fd when the stream is this process's own stdout/stderr (fastest)."""
-    buffer = getattr(stream, "buffer", stream)
     if stream is sys.__stdout__ or stream is sys.__stderr__:
         stream.flush()
         return int(stream.fileno())
-    return buffer  # type: ignore[no-any-return]
+    if isinstance(stream, io.TextIOBase) or hasattr(stream, "buffer"):
+        return _TextTarget(stream)  # type: ignore[arg-type]
+    return stream
+
+
+class _TextTarget:
+    """A host's text stream: bytes go to its ``.buffer`` after the text layer
+    is flushed (so the host's own writes stay in order); a stream without one
+    (``io.StringIO``) gets the bytes decoded as UTF-8 with ``surrogateescape``,
+    which keeps undecodable bytes recoverable with the same error handler.
+    """
+
+    __slots__ = ("_buffer", "_text")
+
+    def __init__(self, text: TextIO) -> None:
+        self._text = text
+        self._buffer: BinaryIO | None = getattr(text, "buffer", None)
+
+    def write(self, data: bytes) -> None:
+        if self._buffer is None:
+            self._text.write(data.decode("utf-8", "surrogateescape"))
+        else:
+            self._text.flush()
+            self._buffer.write(data)
+
+    def flush(self) -> None:
+        (self._text if self._buffer is None else self._buffer).flush()
 
 
 async def _write_fd(fd: int, data: bytes) -> None:

@@ -25,15 +25,15 @@ TRANSITIONS: dict[ReplicaState, frozenset[ReplicaState]] = {
     S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.FAILED, S.EXITED}),
     S.RUNNING: frozenset({S.STOPPING, S.BACKOFF, S.EXITED, S.FAILED}),
     S.STOPPING: frozenset({S.BACKOFF, S.EXITED, S.FAILED}),
-    S.BACKOFF: frozenset({S.STARTING, S.EXITED}),
-    # A manual restart revives a finished replica.
-    S.EXITED: frozenset({S.STARTING}),
-    S.FAILED: frozenset({S.STARTING}),
+    S.BACKOFF: frozenset({S.STARTING, S.EXITED, S.FAILED}),
+    # Terminal: the replica's task has ended; nothing revives it.
+    S.EXITED: frozenset(),
+    S.FAILED: frozenset(),
 }
 
 
 class IllegalTransition(RuntimeError):
-    pass
+    """A bug in the engine: it tried a move the table does not allow."""
 
 
 def check_transition(old: ReplicaState, new: ReplicaState) -> None:

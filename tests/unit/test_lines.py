@@ -56,8 +56,7 @@ def test_pieces_are_bounded_and_prefixed(data: bytes, limit: int) -> None:
 
 @pytest.mark.parametrize("size", [LINE_LIMIT - 1, LINE_LIMIT, LINE_LIMIT + 1, 3 * LINE_LIMIT])
 def test_real_limit_every_cut_position(size: int) -> None:
-    line = bytes(i % 251 for i in range(size))  # every byte value but "\n"-free? no: filter
-    line = line.replace(b"\n", b"x")
+    line = bytes(i % 251 for i in range(size)).replace(b"\n", b"x")  # every other byte value
     data = line + b"\nafter\n"
     want = expected(data, LINE_LIMIT)
     for cut in (0, 1, LINE_LIMIT - 1, LINE_LIMIT, LINE_LIMIT + 1, size, size + 1, len(data)):
