@@ -251,7 +251,7 @@ class Run:
     """One contender program, its stdout read by us, its stderr kept in a file."""
 
     def __init__(self, argv: list[str], tmp: Path) -> None:
-        self.err = tempfile.TemporaryFile(dir=tmp)
+        self.err = tempfile.TemporaryFile(dir=tmp)  # noqa: SIM115 (closed by finish)
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err, cwd=ROOT
@@ -261,6 +261,7 @@ class Run:
         self.chunks: list[bytes] = []
         self.ready = 0
         self.first_byte: float | None = None
+        self.err_text = ""
 
     def read_until_ready(self, n: int, deadline: float = 60.0) -> float:
         """Read until ``n`` ready lines arrived; return the seconds since exec."""
@@ -291,6 +292,8 @@ class Run:
         return [int(p) for p in re.findall(rb"ready (\d+)", b"".join(self.chunks))]
 
     def stderr(self) -> str:
+        if self.err.closed:
+            return self.err_text
         self.err.seek(0)
         return self.err.read().decode(errors="replace")[-3000:]
 
@@ -300,6 +303,7 @@ class Run:
         rest = self.proc.communicate(timeout=timeout)[0]
         if rest:
             self.chunks.append(rest)
+        self.err_text = self.stderr()
         self.err.close()
         return self.proc.returncode
 
@@ -499,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only", default="", help="comma list of scenarios: start,forward,failure,stop,idle,plan"
     )
+    ap.add_argument(
+        "--who", default="", help="comma list of contenders: ours/uvloop,ours/asyncio,asyncio,floor"
+    )
     args = ap.parse_args(args_in)
     quick = args.quick
     repeat = args.repeat or (1 if quick else 3)
@@ -518,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         loops = ["uvloop", "asyncio"] if importlib.util.find_spec("uvloop") else ["asyncio"]
         contenders = [Contender(f"ours/{lp}", worker, tmp, lp) for lp in loops]
         contenders += [Contender("asyncio", worker, tmp), Contender("floor", worker, tmp)]
+        if args.who:
+            contenders = [c for c in contenders if c.name in args.who.split(",")]
         rows = {
             "start": Row(f"{n_start} workers all started", "s"),
             "forward": Row(f"forward {fwd_r} x {fwd_l:,} lines", "lines/s"),

@@ -294,13 +294,14 @@ def main() -> int:
     print(f"out-of-order lines:    {stream.disorder}")
     print(f"orphans after exit:    {len(leftovers)}")
     print(f"zombies (max sampled): {max((s.zombies for s in samples), default=0)}")
-    print(f"fds:                   min {min(s.fds for s in steady)} max {max(s.fds for s in steady)}"
-          f" (first {samples[0].fds}, last {samples[-1].fds})" if samples else "fds: no samples")
     if samples:
+        print(f"fds:                   steady min {min(s.fds for s in steady)}"
+              f" max {max(s.fds for s in steady)} (last {samples[-1].fds})")
         print(f"rss (MB):              first {samples[0].rss_mb:.1f} last {samples[-1].rss_mb:.1f}"
               f" steady min {min(s.rss_mb for s in steady):.1f}"
               f" max {max(s.rss_mb for s in steady):.1f}")
-        print(f"supervisor cpu% (avg): {sum(s.cpu_pct for s in samples[1:]) / max(len(samples) - 1, 1):.1f}")
+        avg = sum(s.cpu_pct for s in samples[1:]) / max(len(samples) - 1, 1)
+        print(f"supervisor cpu% (avg): {avg:.1f}")
     print(f"supervisor crashed:    {'no' if crashed is None else f'yes, exit {crashed}'}")
     print(f"exit status on SIGTERM: {status}")
     ok = (

@@ -71,12 +71,16 @@ def serve(path: str, *, loop: str = "auto") -> int:
     """Load, plan (nothing starts on a bad config), then run until done or stopped."""
     from topology import TopologyError
 
+    from .guard import RUN_ID_ENV, new_run_id
+
+    run_id = new_run_id()  # marks every replica's descendants for the guard
     try:
         config = _load(path)
         from .numaprobe import NumactlProbe
         from .plan import build_plan
 
-        plan = build_plan(config, environ=dict(os.environ), probe=NumactlProbe())
+        environ = {**os.environ, RUN_ID_ENV: run_id}
+        plan = build_plan(config, environ=environ, probe=NumactlProbe())
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -91,7 +95,9 @@ def serve(path: str, *, loop: str = "auto") -> int:
     for warning in plan.warnings:
         log.warning("plan_warning", message=warning)
     backend, options = _backend(loop)
-    status: int = anyio.run(_serve, config, plan, log, backend=backend, backend_options=options)
+    status: int = anyio.run(
+        _serve, config, plan, log, run_id, backend=backend, backend_options=options
+    )
     return status
 
 
@@ -109,14 +115,14 @@ def _backend(loop: str) -> tuple[str, dict[str, object]]:
     return "asyncio", {}
 
 
-async def _serve(config: Config, plan: object, log: object) -> int:
+async def _serve(config: Config, plan: object, log: object, run_id: str) -> int:
     from .engine import Supervisor
     from .plan import LaunchPlan
     from .reaper import Reaper
 
     assert isinstance(plan, LaunchPlan)
     sup = Supervisor(config, plan=plan, logger=log)
-    async with Reaper(sup) as reaper, anyio.create_task_group() as tg:
+    async with Reaper(sup, run_id=run_id) as reaper, anyio.create_task_group() as tg:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
 
             async def on_signals() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, BinaryIO, TextIO
 
@@ -28,7 +28,7 @@ from .output import (
     make_prefix,
     use_color,
 )
-from .plan import LaunchPlan, ReplicaPlan
+from .plan import LaunchPlan
 from .policy import RestartBudget
 from .replica import DRAIN_TIMEOUT, KILL_WAIT, Replica, ReplicaStatus
 from .state import ReplicaState
@@ -64,6 +64,9 @@ class Supervisor:
 
     ``async with Supervisor(config) as sup`` returns once every replica was
     started; leaving the block stops them all, shielded from cancellation.
+    Without ``async with``, call ``await sup.start()`` and later
+    ``await sup.stop()`` from the same task: ``start`` opens a task group in
+    the calling task (as a nursery does) and ``stop`` closes it there.
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class Supervisor:
         self._shutdown_done = anyio.Event()
         self._finished = anyio.Event()
         self._started = False
+        self._owner: int | None = None
 
     # -- public API ---------------------------------------------------------
     @property
@@ -135,9 +139,7 @@ class Supervisor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.stop()
-        await self._close_outer()
+        await self.stop()  # shielded inside; closes the task group that start opened
 
     async def _close_outer(self) -> None:
         """Exit the task group entered by ``start`` (every task in it has ended)."""
@@ -151,28 +153,38 @@ class Supervisor:
             raise RuntimeError("this Supervisor was already started")
         self._started = True
         plan = self.plan
+        self._owner = anyio.get_current_task().id
         self._outer = anyio.create_task_group()
         await self._outer.__aenter__()
         try:
             await self._outer.start(self._run, plan)
         except BaseException:
+            self.request_stop()
             with anyio.CancelScope(shield=True):
-                await self.stop()
+                await self._finished.wait()
             await self._close_outer()
             raise
 
     async def wait(self) -> int:
         """Wait until every replica is done or stopped; return serve's exit status."""
+        if not self._started:
+            raise RuntimeError("start the Supervisor first (async with, or await start())")
         await self._finished.wait()
         return self.exit_status
 
     async def stop(self, *, force: bool = False) -> int:
-        """Stop every replica (stop signal, grace, SIGKILL of the trees) and wait."""
-        if force:
-            self._force.set()
-        self.request_stop()
+        """Stop every replica (stop signal, grace, SIGKILL of the trees) and wait.
+
+        Called from the task that called ``start``, it also closes the task
+        group that ``start`` opened; from another task it only waits.
+        """
+        if not self._started:
+            return self.exit_status
+        self.request_stop(force=force)
         with anyio.CancelScope(shield=True):
             await self._finished.wait()
+        if self._outer is not None and anyio.get_current_task().id == self._owner:
+            await self._close_outer()
         return self.exit_status
 
     def request_stop(self, *, force: bool = False) -> None:
@@ -238,7 +250,7 @@ class Supervisor:
             return b""
         return make_prefix(replica.name, pid, replica.color_index if self._color else None)
 
-    def spawn_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn_task(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         assert self._tg is not None
         self._tg.start_soon(fn, *args)
 
@@ -253,6 +265,7 @@ class Supervisor:
             "group_escalated",
             group=replica.plan.group,
             replica=replica.name,
+            pid=replica.child.pid if replica.child else None,
             cause=cause,
             reason=reason,
             exit_code=replica.last_returncode,
@@ -267,16 +280,30 @@ class Supervisor:
             if self._channel is not None:
                 self._channel.close()
 
-    async def _main(self, plan: LaunchPlan, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    async def _main(
+        self, plan: LaunchPlan, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            # Shielded: the host's cancel scopes end the host's code, not the
+            # replicas; they stop through stop(), which __aexit__ always calls.
+            with anyio.CancelScope(shield=True):
+                await self._supervise_all(plan, task_status=task_status)
+        except BaseException:
+            # An engine bug or a host cancellation: never leave a replica behind.
+            for r in self.replicas:
+                r.kill()
+            raise
+        finally:
+            self._finished.set()
+
+    async def _supervise_all(self, plan: LaunchPlan, *, task_status: Any) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             by_name = {g.name: _Group(self, g) for g in self.config.groups}
             self.groups = list(by_name.values())
-            color = 0
-            for rp in plan.replicas:
+            for color, rp in enumerate(plan.replicas):
                 group = by_name[rp.group]
                 replica = Replica(self, group, rp, color)
-                color += 1
                 group.replicas.append(replica)
                 self.replicas.append(replica)
             self._live = len(self.replicas)
@@ -297,7 +324,6 @@ class Supervisor:
                     await self._shutdown_done.wait()
                 await self._final_drain()
             tg.cancel_scope.cancel()
-        self._finished.set()
 
     async def _watch_stop(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -360,6 +386,8 @@ class Supervisor:
 
     async def _final_drain(self) -> None:
         """Let the last lines through (bounded), then report completion."""
+        for r in self.replicas:
+            r.kill_strays()  # nothing of ours outlives the supervisor
         with anyio.move_on_after(self.drain_timeout):
             for r in self.replicas:
                 await r.wait_drained()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-_HINTS = {
+_HINTS: dict[int, str] = {
     signal.SIGKILL: "out of memory?",
     signal.SIGSEGV: "segmentation fault",
     signal.SIGBUS: "bus error",
@@ -29,7 +29,7 @@ def describe_exit(returncode: int, *, sent: int | None = None) -> str:
     name = signal_name(signum)
     if sent is not None and signum == sent:
         return f"stopped by {name}"
-    hint = _HINTS.get(signal.Signals(signum)) if signum in signal.Signals._value2member_map_ else None
+    hint = _HINTS.get(signum)
     return f"killed by {name} ({hint})" if hint else f"killed by {name}"
 
 

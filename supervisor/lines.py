@@ -53,15 +53,29 @@ class LineSplitter:
             self._tail, self._cut = b"", False
             start = first + 1
         if start <= last:
-            head = data[start:last]  # complete lines, without the final newline
-            if len(head) >= self._limit and _longest_line(head) > self._limit:
-                out += b"".join(self._pieces(line) for line in head.split(b"\n"))
+            if last - start >= self._limit and self._long_line_in(data, start, last):
+                out += b"".join(self._pieces(line) for line in data[start:last].split(b"\n"))
             else:
+                head = data[start:last]  # complete lines, without the final newline
                 out += self._prefix + head.replace(b"\n", self._nl_prefix) + b"\n"
         self._tail = data[last + 1 :]
         if len(self._tail) >= self._limit:
             out += self._cut_tail()
         return out
+
+    def _long_line_in(self, data: bytes, start: int, end: int) -> bool:
+        """Whether a line of ``data[start:end]`` is longer than the limit.
+
+        C-speed scans first: when every window of half the limit holds a
+        newline, no line can reach the limit; only otherwise are lines measured.
+        """
+        step = self._limit // 2
+        if step:
+            find = data.find
+            stop = end + 1  # the final newline closes the last line
+            if all(find(b"\n", i, min(i + step, stop)) >= 0 for i in range(start, stop, step)):
+                return False
+        return _longest_line(data[start:end]) > self._limit
 
     def flush(self) -> bytes:
         """Return the unterminated last line, prefixed and ended, at EOF."""

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import grp
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -66,11 +69,19 @@ class Child:
         """Remember every descendant now, so ones that leave the group die too."""
         if self.returncode is not None:
             return
+        known = {p.pid for p in self.descendants}
+        if _PROC_CHILDREN:
+            # The kernel's child lists: a few small reads instead of psutil's scan of
+            # every process on the machine (0.25 s for 64 replicas at shutdown).
+            for pid in _descendant_pids(self.pid):
+                if pid not in known:
+                    with contextlib.suppress(psutil.Error):
+                        self.descendants.append(psutil.Process(pid))
+            return
         try:
             found = psutil.Process(self.pid).children(recursive=True)
         except psutil.Error:
             return
-        known = {p.pid for p in self.descendants}
         self.descendants.extend(p for p in found if p.pid not in known)
 
     def kill_tree(self) -> int:
@@ -110,6 +121,48 @@ class Child:
             self.pidfd = None
 
 
+#: stdout pipe capacity: 4x the default, so a chatty replica is read in big chunks
+#: with a quarter of the wakeups. Only where it costs no one else (see _grow_pipe).
+PIPE_SIZE = 256 * 1024
+
+
+def _grow_pipe(fd: int) -> None:
+    """Enlarge a pipe when this user is exempt from the kernel's pipe-page budget.
+
+    Past fs.pipe-user-pages-soft an unprivileged user's new pipes shrink to two
+    pages, which would slow every later replica (and the user's other programs).
+    """
+    if os.geteuid() != 0:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # no F_SETPIPE_SZ: keep the default
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+#: Whether /proc/PID/task/TID/children exists (CONFIG_PROC_CHILDREN).
+_PROC_CHILDREN = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def _descendant_pids(root: int) -> list[int]:
+    """Every descendant of ``root`` now, walking the kernel's per-thread child lists."""
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb", buffering=0) as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue  # the thread or process ended meanwhile
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
 def _reap(pid: int, blocking: bool) -> int | None:
     try:
         got, status = os.waitpid(pid, 0 if blocking else os.WNOHANG)
@@ -134,9 +187,24 @@ def spawn(
     group: str | None = None,
     umask: int | None = None,
 ) -> Child:
-    """Start ``argv`` under the parent-death wrapper in a new session."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    """Start ``argv`` under the parent-death wrapper in a new session.
+
+    Raises ``SpawnError`` with the reason in words for every way a start can
+    fail before the program runs: no such command, no cwd, fd or process
+    limits, an unknown user.
+    """
+    _check_command(argv, env, cwd)
+    uid, gid, groups = _identity(user, group)
+    try:
+        out_r, out_w = os.pipe()
+    except OSError as exc:
+        raise SpawnError(exc.errno or 0, _spawn_reason(exc, argv, cwd)) from exc
+    try:
+        err_r, err_w = os.pipe()
+    except OSError as exc:
+        os.close(out_r)
+        os.close(out_w)
+        raise SpawnError(exc.errno or 0, _spawn_reason(exc, argv, cwd)) from exc
     full = [*pdeathsig_prefix(), *argv]
     try:
         try:
@@ -149,9 +217,10 @@ def spawn(
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
-                user=user,
-                group=group,
                 umask=-1 if umask is None else umask,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
             )
         finally:
             os.close(out_w)
@@ -160,13 +229,63 @@ def spawn(
         os.close(out_r)
         os.close(err_r)
         raise SpawnError(exc.errno or 0, _spawn_reason(exc, argv, cwd)) from exc
+    except subprocess.SubprocessError as exc:
+        os.close(out_r)
+        os.close(err_r)
+        raise SpawnError(0, f"could not start {argv[0]!r}: {exc}") from exc
     os.set_blocking(out_r, False)
+    _grow_pipe(out_r)
     os.set_blocking(err_r, False)
     try:
         pidfd: int | None = os.pidfd_open(popen.pid)
     except (AttributeError, OSError):
         pidfd = None
     return Child(pid=popen.pid, stdout=out_r, stderr=err_r, pidfd=pidfd, popen=popen)
+
+
+def _check_command(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> None:
+    """Refuse a missing cwd or program now, with a clear reason.
+
+    The wrapper would otherwise exec it and exit 127, which reads as a crash.
+    """
+    if not os.path.isdir(cwd):
+        raise SpawnError(errno.ENOENT, f"cwd {cwd!r} does not exist")
+    if not argv:
+        raise SpawnError(errno.EINVAL, "empty command")
+    prog = argv[0]
+    if os.sep in prog:
+        path = os.path.join(cwd, prog)
+        if not os.path.exists(path):
+            raise SpawnError(errno.ENOENT, f"command not found: {prog!r} (no such file)")
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise SpawnError(errno.EACCES, f"permission denied executing {prog!r}")
+    elif shutil.which(prog, path=env.get("PATH", os.defpath)) is None:
+        raise SpawnError(
+            errno.ENOENT, f"command not found: {prog!r} (not on PATH={env.get('PATH', '')!r})"
+        )
+
+
+def _identity(
+    user: str | None, group: str | None
+) -> tuple[int | None, int | None, list[int] | None]:
+    """(uid, gid, groups) for Popen, dropping to ``user``/``group`` like login does.
+
+    Popen alone would keep root's gid and supplementary groups when only
+    ``user`` is given, so the gid and the group list are set explicitly.
+    """
+    if user is None and group is None:
+        return None, None, None
+    try:
+        gid = grp.getgrnam(group).gr_gid if group is not None else None
+        if user is None:
+            assert gid is not None
+            return None, gid, [gid]
+        pw = pwd.getpwnam(user)
+    except KeyError as exc:
+        raise SpawnError(errno.EINVAL, f"no such user or group: {exc.args[0]}") from None
+    if gid is None:
+        gid = pw.pw_gid
+    return pw.pw_uid, gid, os.getgrouplist(pw.pw_name, gid)
 
 
 def _spawn_reason(exc: OSError, argv: Sequence[str], cwd: str) -> str:

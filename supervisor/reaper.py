@@ -5,6 +5,8 @@ re-parented to us rather than to init, so they can be reaped and killed at
 shutdown. Reaping is driven by SIGCHLD (the OS wakes us) and touches only
 pids we did not spawn: a replica's own pid is reaped by its pidfd waiter.
 Only the CLI uses this: a library must not change process-wide settings.
+With a ``run_id`` it also starts the guard (see ``guard.py``), which kills
+the replicas' descendants if this process dies without running any code.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 import psutil
+
+from .guard import Guard
 
 if TYPE_CHECKING:
     from .engine import Supervisor
@@ -49,14 +53,18 @@ def own_children() -> set[int]:
 class Reaper:
     """Reap adopted orphans on SIGCHLD; kill and reap what is left at the end."""
 
-    def __init__(self, sup: Supervisor) -> None:
+    def __init__(self, sup: Supervisor, *, run_id: str | None = None) -> None:
         self._sup = sup
+        self._run_id = run_id
+        self.guard: Guard | None = None
         self.reaped = 0
         self.subreaper = False
         self._sigchld = anyio.Event()
 
     async def __aenter__(self) -> Reaper:
         self.subreaper = os.getpid() == 1 or become_subreaper()
+        if self._run_id is not None:
+            self.guard = Guard(self._run_id)
         # uvloop refuses loop-level SIGCHLD handlers, so a plain handler writes
         # to a self-pipe that the loop watches: same wake-up on every backend.
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -72,6 +80,15 @@ class Reaper:
         signal.signal(signal.SIGCHLD, self._old)
         os.close(self._r)
         os.close(self._w)
+        if self.guard is not None:
+            self.guard.close()
+
+    def _ours(self) -> set[int]:
+        """Children that are not orphans: live replicas and the guard."""
+        mine = self._sup.unreaped_pids()
+        if self.guard is not None:
+            mine.add(self.guard.pid)
+        return mine
 
     def _on_sigchld(self, signum: int, frame: object) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -89,9 +106,8 @@ class Reaper:
 
     def reap(self) -> int:
         """waitpid each orphan that has exited; never a replica's own pid."""
-        mine = self._sup.managed_pids() | self._sup.unreaped_pids()
         count = 0
-        for pid in own_children() - mine:
+        for pid in own_children() - self._ours():
             with contextlib.suppress(ChildProcessError):
                 got, _ = os.waitpid(pid, os.WNOHANG)
                 if got:
@@ -101,9 +117,8 @@ class Reaper:
 
     async def finish(self) -> None:
         """After the replicas are gone: SIGKILL adopted orphans' trees, then reap them."""
-        mine = self._sup.unreaped_pids()
         leftovers: list[psutil.Process] = []
-        for pid in own_children() - mine:
+        for pid in own_children() - self._ours():
             try:
                 proc = psutil.Process(pid)
                 leftovers.extend([proc, *proc.children(recursive=True)])
@@ -115,6 +130,6 @@ class Reaper:
         if leftovers:
             self._sup.log.warning("orphans_killed", count=len(leftovers))
         with anyio.move_on_after(2.0):
-            while own_children() - self._sup.unreaped_pids():
+            while own_children() - self._ours():
                 if not self.reap():
                     await self._sigchld.wait()  # the next SIGCHLD, not a poll

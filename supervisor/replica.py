@@ -6,6 +6,7 @@ comes from its ``ReplicaPlan`` and is kept across restarts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -13,10 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import psutil
 
 from .exits import describe_exit, parse_signal
 from .lines import LineSplitter
-from .output import Stream, make_prefix
+from .output import Stream
 from .policy import Done, Escalate, Restart
 from .process import Child, SpawnError, spawn
 from .state import ReplicaState, check_transition
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
     from .engine import Supervisor, _Group
     from .plan import ReplicaPlan
 
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024
 #: How long a replica's exit waits for its pipes to reach EOF before detaching.
 DRAIN_TIMEOUT = 1.0
 #: How long SIGKILL may take to be seen (a process in uninterruptible sleep).
@@ -71,6 +75,9 @@ class Replica:
         self._requested = False
         self._manual_restart = False
         self._gate: anyio.Event | None = None
+        # Processes that kept an output pipe open after their replica exited.
+        self._strays: list[psutil.Process] = []
+        self._pipes: set[int] = set()
         self._gone = anyio.Event()
         self._drained = anyio.Event()
         self._wake = anyio.Event()
@@ -126,6 +133,7 @@ class Replica:
             )
             return str(exc)
         self.child = child
+        self._pipes = {os.fstat(child.stdout).st_ino, os.fstat(child.stderr).st_ino}
         self.started_at = time.time()
         self._to(ReplicaState.RUNNING)
         self.sup.log.info(
@@ -137,6 +145,8 @@ class Replica:
         )
         prefix = self.sup.prefix_for(self, child.pid)
         pending = [2]
+        # This child's event: pumps of an earlier, detached child must not set a later one's.
+        drained = self._drained
 
         async def pump(fd: int, stream: Stream) -> None:
             try:
@@ -144,7 +154,7 @@ class Replica:
             finally:
                 pending[0] -= 1
                 if not pending[0]:
-                    self._drained.set()
+                    drained.set()
 
         self.sup.spawn_task(pump, child.stdout, "stdout")
         self.sup.spawn_task(pump, child.stderr, "stderr")
@@ -165,6 +175,8 @@ class Replica:
                 out = splitter.feed(data)
                 if out:
                     await sink.write(name, pid, stream, out)
+                # A child that writes without pause must not starve the loop.
+                await anyio.lowlevel.checkpoint()
             tail = splitter.flush()
             if tail:
                 await sink.write(name, pid, stream, tail)
@@ -192,7 +204,11 @@ class Replica:
                 cause, failed, pid = f"could not start: {spawn_error}", True, None
                 self.last_exit, self.last_returncode = cause, None
             self.sup.log.info(
-                "replica_exited", replica=self.name, pid=pid, cause=cause, exit_code=self.last_returncode
+                "replica_exited",
+                replica=self.name,
+                pid=pid,
+                cause=cause,
+                exit_code=self.last_returncode,
             )
             if self.sup.stopping:
                 self._finish(ReplicaState.EXITED)
@@ -238,9 +254,6 @@ class Replica:
         return self.start()
 
     def _finish(self, state: ReplicaState) -> None:
-        if self.state is ReplicaState.BACKOFF and state is ReplicaState.FAILED:
-            self.state = state
-            return
         self._to(state)
 
     async def _watch(self, child: Child) -> int:
@@ -251,12 +264,16 @@ class Replica:
         with anyio.move_on_after(self.sup.drain_timeout):
             await self._drained.wait()
         if not self._drained.is_set():
+            holders = await anyio.to_thread.run_sync(_pipe_holders, self._pipes)
+            self._strays.extend(holders)
             self.sup.log.warning(
                 "output_detached",
                 replica=self.name,
                 pid=child.pid,
+                holders=[p.pid for p in holders],
                 reason=f"a descendant still holds its output pipe {self.sup.drain_timeout:g} s "
-                "after it exited; its output keeps being forwarded",
+                "after it exited; its output keeps being forwarded until the supervisor stops, "
+                "which kills it",
             )
         return rc
 
@@ -311,13 +328,28 @@ class Replica:
         self.send(self.stop_signal)
 
     def kill(self) -> bool:
-        """SIGKILL the tree; True when the replica itself was still alive."""
+        """SIGKILL the tree and any stray; True when the replica itself was still alive."""
+        self.kill_strays()
         if self.child is None:
             return False
         was_alive = self.alive
         self._sent.add(signal.SIGKILL)
-        self.child.kill_tree()
+        if was_alive:
+            self.child.kill_tree()
+        else:
+            # Reaped: its pid may belong to someone else now; only the
+            # descendants psutil remembers (it checks for reuse) are ours.
+            for proc in self.child.descendants:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
         return was_alive
+
+    def kill_strays(self) -> None:
+        """SIGKILL the processes that held an output pipe past their replica's exit."""
+        strays, self._strays = self._strays, []
+        for proc in strays:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()  # psutil checks that the pid was not reused
 
     async def wait_gone(self) -> None:
         await self._gone.wait()
@@ -326,20 +358,57 @@ class Replica:
         await self._drained.wait()
 
     async def stop_alone(self, timeout: float) -> None:
-        """Bounded stop of just this replica (group or manual restart)."""
+        """Bounded stop of just this replica's current child (group or manual restart).
+
+        Tied to that child: the replica may already run its successor when
+        this wakes up, and that one must not be killed.
+        """
+        child, gone = self.child, self._gone
+        if child is None or child.returncode is not None:
+            return
         self.begin_stop()
         with anyio.move_on_after(timeout):
-            await self._gone.wait()
-        if self.alive:
+            await gone.wait()
+        if not gone.is_set():
             self.sup.log.warning(
                 "replica_killed",
                 replica=self.name,
-                pid=self.child.pid if self.child else None,
+                pid=child.pid,
                 reason=f"ignored {self.stop_signal.name} for {timeout:g} s; sent SIGKILL",
             )
-            self.kill()
+            self._sent.add(signal.SIGKILL)
+            child.kill_tree()
             with anyio.move_on_after(KILL_WAIT):
-                await self._gone.wait()
+                await gone.wait()
+
+
+def _pipe_holders(inodes: set[int]) -> list[psutil.Process]:
+    """Other processes with one of these pipes open: the descendants that left the group.
+
+    They were reparented away from the replica's tree, so only the pipe they
+    hold still ties them to it; /proc is scanned once, and only on a detach.
+    """
+    wanted = {f"pipe:[{ino}]" for ino in inodes}
+    me = os.getpid()
+    found: list[psutil.Process] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            fds = os.scandir(f"/proc/{entry.name}/fd")
+        except OSError:
+            continue
+        with fds:
+            for fd in fds:
+                try:
+                    target = os.readlink(fd.path)
+                except OSError:
+                    continue
+                if target in wanted:
+                    with contextlib.suppress(psutil.Error):
+                        found.append(psutil.Process(int(entry.name)))
+                    break
+    return found
 
 
 def _cpulist(ids: tuple[int, ...] | list[int]) -> str:

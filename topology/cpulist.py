@@ -24,6 +24,9 @@ def parse_cpulist(text: str, *, allow_empty: bool = False) -> tuple[int, ...]:
     ids: set[int] = set()
     for raw in stripped.split(","):
         token = raw.strip()
+        if token.isdigit() and token.isascii():  # fast path: a single id
+            ids.add(int(token))
+            continue
         if not token:
             raise CpuListError(f"bad CPU list {text!r}: empty item (stray or trailing comma)")
         first, dash, last = token.partition("-")

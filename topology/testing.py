@@ -54,10 +54,18 @@ def write_sysfs(
     root: str | Path,
     *,
     gpus: Iterable[tuple[str, str, int]] = (),
+    kernel_lists: bool = True,
 ) -> Path:
     """Write ``topo`` as a sysfs tree under ``root``; core_id restarts in every package, as
-    on real machines. ``gpus`` are (pci_address, vendor like "0x10de", numa_node)."""
+    on real machines. ``gpus`` are (pci_address, vendor like "0x10de", numa_node).
+    ``kernel_lists=False`` leaves out the ``online`` and sibling lists, as old kernels do."""
     base = Path(root)
+    cores: dict[int, list[int]] = {}
+    packages: dict[int, list[int]] = {}
+    for cpu in topo.cpus:
+        packages.setdefault(cpu.socket, []).append(cpu.id)
+        if cpu.online:
+            cores.setdefault(cpu.core, []).append(cpu.id)
     local: dict[tuple[int, int], int] = {}
     per_socket: dict[int, int] = {}
     for cpu in topo.cpus:
@@ -71,6 +79,12 @@ def write_sysfs(
         (directory / "topology/physical_package_id").write_text(f"{cpu.socket}\n")
         if cpu.id != 0:
             (directory / "online").write_text("1\n" if cpu.online else "0\n")
+        if kernel_lists and cpu.online:
+            (directory / "topology/core_cpus_list").write_text(format_cpulist(cores[cpu.core]))
+            package = format_cpulist(packages[cpu.socket])
+            (directory / "topology/package_cpus_list").write_text(package)
+    if kernel_lists:
+        (base / "devices/system/cpu/online").write_text(format_cpulist(topo.online) + "\n")
     by_node: dict[int, list[int]] = {}
     for cpu in topo.cpus:
         by_node.setdefault(cpu.node, []).append(cpu.id)

@@ -57,3 +57,14 @@ def test_cpu0_never_placed_under_taskset() -> None:
     )
     places = json.loads(done.stdout)
     assert places == {"nodes": [[1]], "cores": [[1]], "all": [[1]]}
+
+
+def test_topology_never_imports_supervisor() -> None:
+    code = (
+        "import sys, topology.cli, topology.testing, topology.places; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'supervisor'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]"

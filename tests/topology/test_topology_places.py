@@ -190,3 +190,21 @@ def test_gpu_with_unknown_node_is_an_error(tmp_path: Path) -> None:
     write_sysfs(topo, tmp_path, gpus=[("0000:17:00.0", "0x1002", -1)])
     with pytest.raises(TopologyError, match=r"AMD GPU 0 \(0000:17:00.0\): NUMA node unknown"):
         topo.places("gpus", gpu_root=tmp_path, environ={})
+
+
+@settings(max_examples=30, deadline=None)
+@given(cores=st.integers(1, 12), gpus=st.integers(1, 6), threads=st.integers(1, 2))
+def test_gpu_runs_differ_by_at_most_one_core(
+    tmp_path_factory: pytest.TempPathFactory, cores: int, gpus: int, threads: int
+) -> None:
+    root = tmp_path_factory.mktemp("sys")
+    topo = synthetic(cores_per_socket=cores, threads_per_core=threads)
+    write_sysfs(topo, root, gpus=[(f"0000:{n:02x}:00.0", "0x10de", 0) for n in range(gpus)])
+    if cores < gpus:
+        with pytest.raises(TopologyError, match="only"):
+            topo.places("gpus", gpu_root=root, environ={})
+        return
+    places = topo.places("gpus", smt=0, gpu_root=root, environ={})
+    sizes = [len(p.cores) for p in places]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == cores
+    assert [p.gpu for p in places] == list(range(gpus))

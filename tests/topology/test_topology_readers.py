@@ -73,26 +73,31 @@ def test_csv_without_header_and_bad_row() -> None:
         Topology.from_lscpu_csv("0,0,0,0\nhello\n")
 
 
-def test_sysfs_core_id_repeats_per_package(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kernel_lists", [True, False], ids=["sibling-lists", "core_id-only"])
+def test_sysfs_core_id_repeats_per_package(tmp_path: Path, kernel_lists: bool) -> None:
     topo = synthetic(sockets=2, cores_per_socket=3, threads_per_core=2, nodes_per_socket=1)
-    write_sysfs(topo, tmp_path)
+    write_sysfs(topo, tmp_path, kernel_lists=kernel_lists)
     assert (tmp_path / "devices/system/cpu/cpu3/topology/core_id").read_text() == "0\n"
     read = Topology.from_sysfs(tmp_path)
     assert read.cpus == topo.cpus
     assert not (tmp_path / "devices/system/cpu/cpu0/online").exists()
 
 
-def test_sysfs_offline_and_no_numa(tmp_path: Path) -> None:
-    write_sysfs(synthetic(cores_per_socket=4, offline=[2]), tmp_path)
+@pytest.mark.parametrize("kernel_lists", [True, False], ids=["online-list", "per-cpu-online"])
+def test_sysfs_offline_and_no_numa(tmp_path: Path, kernel_lists: bool) -> None:
+    topo = synthetic(cores_per_socket=2, threads_per_core=2, offline=[2])
+    write_sysfs(topo, tmp_path, kernel_lists=kernel_lists)
     for node in (tmp_path / "devices/system/node").iterdir():
         (node / "cpulist").unlink()
-    topo = Topology.from_sysfs(tmp_path)
-    assert topo.allowed == {0, 1, 3}
-    assert {c.node for c in topo.cpus} == {0}
+    read = Topology.from_sysfs(tmp_path)
+    assert read.allowed == {0, 1, 3}
+    assert {c.node for c in read.cpus} == {0}
+    assert [p.cpus for p in read.places("cores", smt=0)] == [(0,), (1, 3)]
+    assert read.cpus == topo.cpus  # offline CPU 2 stays in core 0 (core_id 0) with CPU 0
 
 
 def test_sysfs_bad_values_are_named(tmp_path: Path) -> None:
-    write_sysfs(synthetic(), tmp_path)
+    write_sysfs(synthetic(), tmp_path, kernel_lists=False)
     bad = tmp_path / "devices/system/cpu/cpu1/topology/core_id"
     bad.write_text("zero\n")
     with pytest.raises(TopologyError, match="core_id"):
