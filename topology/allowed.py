@@ -12,7 +12,7 @@ from .cpulist import format_cpulist, parse_cpulist
 from .errors import CpuListError, TopologyError
 from .lscpu import from_json
 from .model import RawCpu, Topology, build
-from .sysfs import cpu_dirs, read_sysfs
+from .sysfs import sysfs_topology
 
 
 def _cpulist_file(path: Path) -> frozenset[int] | None:
@@ -98,8 +98,8 @@ def detect(
     affinity: Iterable[int] | None,
 ) -> Topology:
     """sysfs first (cheap, no subprocess), ``lscpu -Je`` second, a fallback last."""
-    topo = read_sysfs(sysfs_root) if cpu_dirs(sysfs_root) else _lscpu() or _fallback()
-    allowed = set(topo.online)
+    topo = sysfs_topology(sysfs_root) or _lscpu() or _fallback()
+    allowed = set(topo.allowed)  # every reader's build() makes this the online set
     if affinity is None and hasattr(os, "sched_getaffinity"):
         affinity = os.sched_getaffinity(0)
     if affinity is not None:
