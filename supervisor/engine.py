@@ -157,11 +157,14 @@ class Supervisor:
         self._outer = anyio.create_task_group()
         await self._outer.__aenter__()
         try:
-            await self._outer.start(self._run, plan)
+            # Shielded: on trio, ``started()`` inside a cancelled caller does not
+            # hand the task over, and ``start`` would wait for it forever.
+            with anyio.CancelScope(shield=True):
+                await self._outer.start(self._run, plan)
+            await anyio.lowlevel.checkpoint_if_cancelled()  # a host cancelled meanwhile
         except BaseException:
             self.request_stop()
-            with anyio.CancelScope(shield=True):
-                await self._finished.wait()
+            await self._wait_finished()
             await self._close_outer()
             raise
 
@@ -181,11 +184,29 @@ class Supervisor:
         if not self._started:
             return self.exit_status
         self.request_stop(force=force)
-        with anyio.CancelScope(shield=True):
-            await self._finished.wait()
+        pierced = await self._wait_finished()
         if self._outer is not None and anyio.get_current_task().id == self._owner:
             await self._close_outer()
+        if pierced is not None:
+            raise pierced
         return self.exit_status
+
+    async def _wait_finished(self) -> BaseException | None:
+        """Wait, shielded, until the stop is complete.
+
+        asyncio's ``Task.cancel()`` pierces anyio's shields, so a host that
+        cancels its task twice would leave mid-stop with replicas alive; such a
+        cancellation is held back and returned, for the caller to re-raise once
+        everything is stopped.
+        """
+        pierced: BaseException | None = None
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._finished.wait()
+                return pierced
+            except anyio.get_cancelled_exc_class() as exc:
+                pierced = exc
 
     def request_stop(self, *, force: bool = False) -> None:
         """Begin stopping without waiting (what a signal handler calls)."""

@@ -177,6 +177,9 @@ def _reap(pid: int, blocking: bool) -> int | None:
 class SpawnError(OSError):
     """The child could not be started; ``str()`` says why in words."""
 
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else super().__str__()
+
 
 def spawn(
     argv: Sequence[str],

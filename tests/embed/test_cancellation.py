@@ -64,7 +64,7 @@ async def test_cancelled_while_stopping_still_kills_the_trees(no_leaks: None) ->
             tg.start_soon(cancel_once_stopping)
             async with sup:
                 await lines.wait_for(b"ready", 2)
-    assert host.cancelled_caught
+    assert host.cancel_called  # it came during the stop, which went on to SIGKILL
     assert procs_with(tok) == []
     assert [s.last_returncode for s in sup.status()] == [-9, -9]
 

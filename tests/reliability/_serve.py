@@ -149,6 +149,8 @@ class Serve:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+        if any(t.is_alive() for t in self._threads):
+            raise AssertionError("a descendant of serve still holds its output pipes")
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()

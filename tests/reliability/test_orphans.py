@@ -39,7 +39,8 @@ time.sleep(600)
 
 def _family_config(tmp_path: Path, token: str, replicas: int = 2) -> Path:
     prog = script(tmp_path, "family.py", FAMILY)
-    return toml_config(tmp_path, [{"name": "fam", "command": [PY, prog, token], "replicas": replicas}])
+    fam = {"name": "fam", "command": [PY, prog, token], "replicas": replicas}
+    return toml_config(tmp_path, [fam])
 
 
 def _ready(serve: Serve, n: int) -> None:
@@ -61,7 +62,8 @@ def test_sigkill_of_serve_leaves_nothing_alive(
         # 2 x (replica, its sleeper, its setsid'd double-forked daemon)
         assert len(family) == 6, [p.cmdline() for p in family]
         assert len({p.info["cmdline"][-1] for p in family}) == 1
-        guards = [p for p in psutil.Process(serve.pid).children() if "guard.py" in " ".join(p.cmdline())]
+        kids = psutil.Process(serve.pid).children()
+        guards = [p for p in kids if "guard.py" in " ".join(p.cmdline())]
         assert len(guards) == 1
         killed_at = time.monotonic()
         serve.proc.send_signal(signal.SIGKILL)

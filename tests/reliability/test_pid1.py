@@ -50,16 +50,23 @@ def test_pid1_reaps_zombies_and_stops_on_sigterm(
     token = f"pid1-{uuid.uuid4().hex}"
     prog = script(tmp_path, "zombies.py", ZOMBIE_MAKER)
     cfg = toml_config(tmp_path, [{"name": "z", "command": [PY, prog, token], "replicas": 2}])
-    prefix = [unshare, "--pid", "--fork", "--mount-proc"]
+    prefix = [unshare, "--pid", "--fork", "--mount-proc", "--kill-child"]
     with Serve(cfg, prefix=prefix, loop=loop) as serve:
         serve.wait_for(lambda: serve.stdout_text().count(" ready\n") == 2, what="ready")
         outer = psutil.Process(serve.pid)
         (init,) = outer.children()  # the supervisor, PID 1 inside the namespace
         assert "supervisor" in init.cmdline()
-        assert "NSpid:" in (status := Path(f"/proc/{init.pid}/status").read_text())
-        assert status.split("NSpid:")[1].split()[-1] == "1"
-        serve.wait_for(lambda: not _zombies(outer), what="every zombie reaped")
-        assert len(procs_with(token)) == 2
+        (nspid,) = [
+            line.split()[1:]
+            for line in Path(f"/proc/{init.pid}/status").read_text().splitlines()
+            if line.startswith("NSpid:")
+        ]
+        assert nspid[-1] == "1", nspid
+        # The 40 orphans exit after 50 ms; PID 1 must reap every one of them.
+        serve.wait_for(
+            lambda: len(procs_with(token)) == 2 and not _zombies(outer),
+            what="every orphan exited and was reaped",
+        )
         init.send_signal(signal.SIGTERM)
         assert serve.wait() == 0, serve.stderr_text()
         assert not procs_with(token)
