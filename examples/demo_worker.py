@@ -18,7 +18,9 @@ def main() -> None:
         start = time.perf_counter()
         total = sum(k * k for k in range(1_500_000))  # a small CPU-bound job
         took = (time.perf_counter() - start) * 1000
-        print(f"{name}: job {i + 1}/{rounds} took {took:.1f} ms (checksum {total % 997})", flush=True)
+        print(
+            f"{name}: job {i + 1}/{rounds} took {took:.1f} ms (checksum {total % 997})", flush=True
+        )
     print(f"{name}: done", flush=True)
 
 

@@ -11,7 +11,8 @@ outside, reading its stdout as fast as it can:
 
 All three have the same duties: forward the workers' output, exit 1 and tear the rest
 down when one fails, SIGTERM everything and exit 0 on SIGTERM. Workers are a tiny C
-program compiled at start (``cc``), or a Python stand-in without a compiler.
+program compiled at start (``cc``), or a Python stand-in without a compiler. The bench
+reads every contender's stdout through the same 1 MiB pipe.
 
 Scenarios (sizes: full / ``--quick``):
 - start: N=200/20 workers print ``ready``; time from exec of the program to the bench
@@ -34,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import re
+import select
 import selectors
 import shutil
 import signal
@@ -51,6 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 READ = 1 << 20
+SCENARIOS = ("start", "forward", "failure", "stop", "idle", "plan")
 
 WORKER_C = r"""
 #include <signal.h>
@@ -100,6 +104,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.returncode is None:
+            p.send_signal(signal.SIGTERM)
+
+
 def role_floor(cmds: list[list[str]]) -> int:
     """No supervisor logic: Popen, one epoll loop over raw pipes and pidfds."""
     sel = selectors.DefaultSelector()
@@ -132,13 +142,11 @@ def role_floor(cmds: list[list[str]]) -> int:
                 live -= 1
                 if key.data[1].wait() != 0 and not status and not stopping:
                     status = 1
-                    for p in procs:
-                        p.returncode is None and p.send_signal(signal.SIGTERM)
+                    _terminate(procs)
             else:
                 os.read(sig_r, 64)
                 stopping = True
-                for p in procs:
-                    p.returncode is None and p.send_signal(signal.SIGTERM)
+                _terminate(procs)
     return status
 
 
@@ -258,6 +266,10 @@ class Run:
         )
         assert self.proc.stdout is not None
         self.fd = self.proc.stdout.fileno()
+        self.pidfd = os.pidfd_open(self.proc.pid)
+        # A big pipe to read from, alike for every contender (as a pager or logger would).
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, 1 << 20)
         self.chunks: list[bytes] = []
         self.ready = 0
         self.first_byte: float | None = None
@@ -288,6 +300,13 @@ class Run:
         assert self.first_byte is not None, self.stderr()
         return time.perf_counter() - self.first_byte
 
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Block until the program exits, woken by its pidfd (Popen.wait(timeout) polls
+        with sleeps up to 50 ms, which would quantise the timings)."""
+        if not select.select([self.pidfd], [], [], timeout)[0]:
+            raise RuntimeError(f"still running after {timeout} s\n{self.stderr()}")
+        return self.proc.wait()
+
     def pids(self) -> list[int]:
         return [int(p) for p in re.findall(rb"ready (\d+)", b"".join(self.chunks))]
 
@@ -305,6 +324,7 @@ class Run:
             self.chunks.append(rest)
         self.err_text = self.stderr()
         self.err.close()
+        os.close(self.pidfd)
         return self.proc.returncode
 
 
@@ -372,7 +392,7 @@ def scenario_failure(c: Contender, n: int) -> float:
         pids = run.pids()
         t0 = time.perf_counter()
         os.kill(pids[n // 2], signal.SIGUSR1)
-        rc = run.proc.wait(timeout=30)
+        rc = run.wait_exit()
         elapsed = time.perf_counter() - t0
     finally:
         run.finish()
@@ -390,7 +410,7 @@ def scenario_stop(c: Contender, n: int, kind: str = "ready", timeout: float = 5.
         pids = run.pids()
         t0 = time.perf_counter()
         run.proc.send_signal(signal.SIGTERM)
-        rc = run.proc.wait(timeout=30)
+        rc = run.wait_exit()
         elapsed = time.perf_counter() - t0
     finally:
         run.finish()
@@ -514,9 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     n_group = 8 if quick else 64
     idle_s = 1.0 if quick else 3.0
     ignore_timeout = 0.2 if quick else 0.5
-    only = set(filter(None, args.only.split(","))) or {
-        "start", "forward", "failure", "stop", "idle", "plan"
-    }
+    only = set(filter(None, args.only.split(","))) or set(SCENARIOS)
     with tempfile.TemporaryDirectory(prefix="placevisor-bench-") as tmp_name:
         tmp = Path(tmp_name)
         worker = build_worker(tmp)

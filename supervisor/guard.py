@@ -49,6 +49,7 @@ class Guard:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), run_id],
                 stdin=r,
+                stdout=subprocess.DEVNULL,  # it never writes there; do not hold a pipe open
                 env=env,
                 start_new_session=True,  # a Ctrl-C or killpg meant for us never reaches it
                 close_fds=True,

@@ -36,6 +36,10 @@ _PDEATH_SHIM = (
 )
 
 
+#: Binding wrappers the planner puts before ``--`` and the user's command.
+_WRAPPERS = frozenset({"numactl", "taskset"})
+
+
 def pdeathsig_prefix() -> list[str]:
     """argv that makes the next exec'd program die with SIGKILL when we die."""
     if _SETPRIV is not None:
@@ -255,17 +259,20 @@ def _check_command(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> Non
         raise SpawnError(errno.ENOENT, f"cwd {cwd!r} does not exist")
     if not argv:
         raise SpawnError(errno.EINVAL, "empty command")
-    prog = argv[0]
-    if os.sep in prog:
-        path = os.path.join(cwd, prog)
-        if not os.path.exists(path):
-            raise SpawnError(errno.ENOENT, f"command not found: {prog!r} (no such file)")
-        if os.path.isdir(path) or not os.access(path, os.X_OK):
-            raise SpawnError(errno.EACCES, f"permission denied executing {prog!r}")
-    elif shutil.which(prog, path=env.get("PATH", os.defpath)) is None:
-        raise SpawnError(
-            errno.ENOENT, f"command not found: {prog!r} (not on PATH={env.get('PATH', '')!r})"
-        )
+    progs = [argv[0]]
+    if os.path.basename(argv[0]) in _WRAPPERS and "--" in argv[:-1]:
+        progs.append(argv[list(argv).index("--") + 1])  # the user's program, after the wrapper
+    for prog in progs:
+        if os.sep in prog:
+            path = os.path.join(cwd, prog)
+            if not os.path.exists(path):
+                raise SpawnError(errno.ENOENT, f"command not found: {prog!r} (no such file)")
+            if os.path.isdir(path) or not os.access(path, os.X_OK):
+                raise SpawnError(errno.EACCES, f"permission denied executing {prog!r}")
+        elif shutil.which(prog, path=env.get("PATH", os.defpath)) is None:
+            raise SpawnError(
+                errno.ENOENT, f"command not found: {prog!r} (not on PATH={env.get('PATH', '')!r})"
+            )
 
 
 def _identity(

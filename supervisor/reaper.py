@@ -63,12 +63,20 @@ class Reaper:
 
     async def __aenter__(self) -> Reaper:
         self.subreaper = os.getpid() == 1 or become_subreaper()
-        if self._run_id is not None:
-            self.guard = Guard(self._run_id)
         # uvloop refuses loop-level SIGCHLD handlers, so a plain handler writes
         # to a self-pipe that the loop watches: same wake-up on every backend.
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._old = signal.signal(signal.SIGCHLD, self._on_sigchld)
+        if self._run_id is not None:
+            try:
+                self.guard = Guard(self._run_id)
+            except OSError as exc:  # fd or process limits: run on, but say what is lost
+                self._sup.log.warning(
+                    "guard_unavailable",
+                    error=str(exc),
+                    consequence="if the supervisor is SIGKILLed, descendants that left a "
+                    "replica's process may outlive it",
+                )
         return self
 
     async def __aexit__(
@@ -85,7 +93,7 @@ class Reaper:
 
     def _ours(self) -> set[int]:
         """Children that are not orphans: live replicas and the guard."""
-        mine = self._sup.unreaped_pids()
+        mine = set(self._sup.unreaped_pids())
         if self.guard is not None:
             mine.add(self.guard.pid)
         return mine

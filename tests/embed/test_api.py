@@ -29,7 +29,14 @@ while True:
 
 
 def test_public_names_are_exported() -> None:
-    for name in ("Supervisor", "load_config", "Config", "GroupConfig", "OutputLine", "ReplicaStatus"):
+    for name in (
+        "Supervisor",
+        "load_config",
+        "Config",
+        "GroupConfig",
+        "OutputLine",
+        "ReplicaStatus",
+    ):
         assert name in supervisor.__all__
     for name in supervisor.__all__:
         assert getattr(supervisor, name) is not None
@@ -59,20 +66,31 @@ async def test_status_restart_and_signal(no_leaks: None) -> None:
         s0 = first["w_0"]
         fields = {f.name for f in dataclasses.fields(s0)}
         assert {
-            "name", "group", "index", "pid", "state", "restarts",
-            "cpus", "nodes", "started_at", "last_exit",
+            "name",
+            "group",
+            "index",
+            "pid",
+            "state",
+            "restarts",
+            "cpus",
+            "nodes",
+            "started_at",
+            "last_exit",
         } <= fields
         assert (s0.group, s0.index, s0.state, s0.restarts) == ("w", 0, "running", 0)
         assert s0.pid is not None and psutil.Process(s0.pid).is_running()
         assert s0.started_at is not None and s0.last_exit is None
 
-        await sup.signal("w_1", "SIGUSR1")
-        await sup.signal("w_1", signal.SIGUSR1)
         w1 = f"(w_1 pid={first['w_1'].pid}) usr1\n".encode()
+        await sup.signal("w_1", "SIGUSR1")  # by name
+        await eventually(lambda: out.getvalue().count(w1) == 1)
+        await sup.signal("w_1", signal.SIGUSR1)  # by number (a pending signal would merge)
         await eventually(lambda: out.getvalue().count(w1) == 2)
 
         await sup.restart("w_0")
-        await eventually(lambda: sup.status()[0].state == "running" and sup.status()[0].pid != s0.pid)
+        await eventually(
+            lambda: sup.status()[0].state == "running" and sup.status()[0].pid != s0.pid
+        )
         again = sup.status()[0]
         assert again.restarts == 1
         assert again.last_exit == "stopped by SIGTERM"

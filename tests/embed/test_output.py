@@ -17,15 +17,14 @@ from tests.helpers import config, eventually, group
 pytestmark = pytest.mark.anyio
 
 #: Two lines, the second with bytes that are not UTF-8, and an unterminated tail.
-WRITER = (
-    "import os, sys; os.write(1, b'one\\nbad \\xff\\xfe end\\ntail');"
-    "os.write(2, b'err\\n')"
-)
+WRITER = "import os, sys; os.write(1, b'one\\nbad \\xff\\xfe end\\ntail');os.write(2, b'err\\n')"
 
 
 async def test_bytes_stream_gets_every_byte(no_leaks: None) -> None:
     out, err = io.BytesIO(), io.BytesIO()
-    async with Supervisor(config(group("w", WRITER, restart="never")), stdout=out, stderr=err) as sup:
+    async with Supervisor(
+        config(group("w", WRITER, restart="never")), stdout=out, stderr=err
+    ) as sup:
         pid = sup.status()[0].pid
         assert await sup.wait() == 0
     p = f"(w_0 pid={pid}) ".encode()
@@ -35,7 +34,9 @@ async def test_bytes_stream_gets_every_byte(no_leaks: None) -> None:
 
 async def test_text_stream_without_buffer_gets_surrogateescaped_text(no_leaks: None) -> None:
     out, err = io.StringIO(), io.StringIO()
-    async with Supervisor(config(group("w", WRITER, restart="never")), stdout=out, stderr=err) as sup:
+    async with Supervisor(
+        config(group("w", WRITER, restart="never")), stdout=out, stderr=err
+    ) as sup:
         pid = sup.status()[0].pid
         assert await sup.wait() == 0
     text = out.getvalue()
@@ -128,8 +129,16 @@ async def test_slow_reader_slows_the_replica(no_leaks: None) -> None:
         pid = sup.status()[0].pid
         assert pid is not None
         lines = sup.lines()
-        await eventually(lambda: _blocked_in_pipe_write(pid), what="replica blocked on its pipe")
-        assert lines.statistics().current_buffer_used == 1  # the bound held
+
+        def held_back() -> bool:
+            stats = lines.statistics()
+            return (
+                stats.current_buffer_used == 1  # the bound holds
+                and stats.tasks_waiting_send == 1  # our pump waits for the reader
+                and _blocked_in_pipe_write(pid)  # and so the replica waits for the pump
+            )
+
+        await eventually(held_back, what="replica held back by the unread buffer")
         assert sup.status()[0].state == "running"
         got = [rec.line async for rec in lines]
         assert await sup.wait() == 0

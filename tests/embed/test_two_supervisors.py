@@ -12,7 +12,7 @@ import signal
 import psutil
 import pytest
 
-from supervisor import Supervisor, TopologySettings
+from supervisor import Config, Supervisor, TopologySettings
 from tests.embed.util import token, tree_group
 from tests.helpers import config, eventually, procs_with
 
@@ -34,7 +34,7 @@ async def test_two_supervisors_do_not_interfere(no_leaks: None) -> None:
     tok_a, tok_b = token(), token()
     out_a, out_b = io.BytesIO(), io.BytesIO()
 
-    def cfg(tok: str, cpu: int):  # type: ignore[no-untyped-def]
+    def cfg(tok: str, cpu: int) -> Config:
         return config(
             tree_group("w", tok, WORKER),
             topology=TopologySettings(strategy="cores", cpus=str(cpu), numa="off"),

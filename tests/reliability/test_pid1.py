@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import uuid
@@ -41,6 +42,7 @@ def _zombies(root: psutil.Process) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a new PID namespace needs root")
 @pytest.mark.parametrize("loop", ["uvloop", "trio"])
 def test_pid1_reaps_zombies_and_stops_on_sigterm(
     tmp_path: Path, loop: str, no_leaks_sync: None

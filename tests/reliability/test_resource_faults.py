@@ -43,7 +43,12 @@ def pids_cgroup() -> Iterator[Path]:
 
 
 def _run_fault(
-    tmp_path: Path, command: list[str], *, fault: Callable[[int], None], cwd: str = "."
+    tmp_path: Path,
+    command: list[str],
+    *,
+    fault: Callable[[int], None],
+    cwd: str = ".",
+    extra: str = "",
 ) -> Serve:
     fifo = tmp_path / "go"
     os.mkfifo(fifo)
@@ -53,9 +58,10 @@ def _run_fault(
         [
             {"name": "w", "command": [*command, str(fifo)], "cwd": cwd, "restart": "on-failure",
              "max_restarts": 2, "backoff": 0},
-            {"name": "hold", "command": [PY, "-c", hold]},
+            {"name": "hold", "command": [PY, "-c", hold], "bind": False},
         ],
         shutdown_timeout=2.0,
+        extra=extra,
     )
     serve = Serve(cfg)
     with serve:
@@ -96,6 +102,10 @@ def test_fd_limit_too_low_to_spawn(tmp_path: Path, no_leaks_sync: None) -> None:
     assert all("too many open files" in e and "ulimit -n" in e for e in _spawn_errors(serve))
 
 
+@pytest.mark.skipif(
+    not os.access(PIDS_CGROUP if PIDS_CGROUP.is_dir() else "/sys/fs/cgroup", os.W_OK),
+    reason="needs root and a writable pids cgroup to make fork fail for root",
+)
 def test_fork_failing_with_eagain(
     tmp_path: Path, pids_cgroup: Path, no_leaks_sync: None
 ) -> None:
@@ -109,11 +119,15 @@ def test_fork_failing_with_eagain(
     assert all("fork failed" in e and "process limit" in e for e in _spawn_errors(serve))
 
 
-def test_binary_deleted_before_a_restart(tmp_path: Path, no_leaks_sync: None) -> None:
+@pytest.mark.parametrize("strategy", ["none", "cores"], ids=["unbound", "numactl-wrapped"])
+def test_binary_deleted_before_a_restart(
+    tmp_path: Path, strategy: str, no_leaks_sync: None
+) -> None:
     prog = tmp_path / "prog"
     prog.write_text(f"#!{PY}\n" + WAITER.format(then="os.unlink(sys.argv[0])"))
     prog.chmod(0o755)
-    serve = _run_fault(tmp_path, [str(prog)], fault=lambda pid: None)
+    extra = f'[topology]\nstrategy = "{strategy}"\n'
+    serve = _run_fault(tmp_path, [str(prog)], fault=lambda pid: None, extra=extra)
     assert not prog.exists()
     assert all(
         "command not found" in e and str(prog) in e for e in _spawn_errors(serve)

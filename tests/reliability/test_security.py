@@ -109,6 +109,7 @@ def test_user_group_and_umask_when_root(tmp_path: Path, no_leaks_sync: None) -> 
     assert lines[3] == "0027"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="setpriv --reuid needs root")
 def test_user_switch_refused_when_not_root(tmp_path: Path) -> None:
     """Run as uid 65534, keeping only the capability to read files (python lives in /root)."""
     cfg = toml_config(tmp_path, [{"name": "u", "command": ["/bin/true"], "user": "nobody"}])
