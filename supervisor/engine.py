@@ -244,18 +244,27 @@ class Supervisor:
         if not replica.send(int(sig)):
             raise ProcessLookupError(f"replica {name!r} is not running ({replica.state.value})")
 
-    async def restart(self, name: str) -> None:
-        """Stop one replica (bounded) and start it again in its place."""
+    async def restart(self, name: str) -> ReplicaStatus:
+        """Stop one replica (bounded), start it again in its place, and return its status.
+
+        Returns once the new process was spawned (or its spawn failed), so
+        the status carries the new pid. A manual restart does not count
+        toward ``max_restarts``: it is an operator's decision, not a failure.
+        """
         replica = self._replica(name)
         if self.stopping:
             raise RuntimeError("the supervisor is stopping")
         if replica.state.terminal:
             raise RuntimeError(f"replica {name!r} has {replica.state.value}; it cannot restart")
+        respawned = replica.spawn_attempted
         if replica.alive:
             replica._manual_restart = True
             await replica.stop_alone(self.config.supervisor.shutdown_timeout)
         else:
             replica.wake()
+        with anyio.move_on_after(self.drain_timeout + 5.0):
+            await respawned.wait()
+        return replica.status()
 
     def managed_pids(self) -> set[int]:
         """Pids of running replicas (their own waiters reap them)."""

@@ -74,6 +74,7 @@ class Replica:
         self._sent: set[int] = set()
         self._requested = False
         self._manual_restart = False
+        self.spawn_attempted = anyio.Event()
         self._gate: anyio.Event | None = None
         # Processes that kept an output pipe open after their replica exited.
         self._strays: list[psutil.Process] = []
@@ -109,6 +110,14 @@ class Replica:
     # -- spawning ------------------------------------------------------------
     def start(self) -> str | None:
         """Spawn the process now; return the reason on failure."""
+        try:
+            return self._start()
+        finally:
+            # Wake whoever waits for this (re)start, e.g. Supervisor.restart().
+            self.spawn_attempted.set()
+            self.spawn_attempted = anyio.Event()
+
+    def _start(self) -> str | None:
         self._to(ReplicaState.STARTING)
         self._sent.clear()
         self._requested = False
