@@ -70,6 +70,7 @@ def main() -> int:
     print(header)
     base = 0.0
     over_goal = False
+    sysfs_4096 = 0.0
     for size in SIZES:
         topo = machine(size)
         dump = json.dumps(lscpu_json(topo))
@@ -83,12 +84,17 @@ def main() -> int:
         per_cpu = total / size
         base = base or per_cpu
         over_goal |= size == 4096 and total > GOAL_S
+        if size == 4096:
+            sysfs_4096 = sysfs
         print(
             f"{size:>6} {total * 1e3:>15.2f} {per_cpu * 1e6:>8.2f} {per_cpu / base:>7.2f}"
             f" {detect * 1e3:>9.2f} {plan * 1e3:>9.2f} {sysfs * 1e3:>21.1f}"
         )
-    print(f"goal: detect+plan under {GOAL_S * 1e3:.0f} ms at 4,096 CPUs: "
+    print(f"goal: detect+plan under {GOAL_S * 1e3:.0f} ms at 4,096 CPUs (lscpu dump): "
           f"{'MISSED' if over_goal else 'met'}")
+    # Reported, not failed on: the sysfs path is bound by one file read per core.
+    print(f"goal: detect+plan under {GOAL_S * 1e3:.0f} ms at 4,096 CPUs (sysfs detect): "
+          f"{'MISSED' if sysfs_4096 > GOAL_S else 'met'} ({sysfs_4096 * 1e3:.1f} ms)")
     return 1 if over_goal else 0
 
 

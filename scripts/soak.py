@@ -42,10 +42,10 @@ SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV, signal.SIGINT)
 # that the subreaper must reap once the replica dies) and a sleeper in its
 # own process group (killed with the group).
 REPLICA = r"""
-import mmap, os, struct, subprocess, sys, time
+import mmap, os, struct, subprocess, sys, time, uuid
 token, seqdir = sys.argv[1], sys.argv[2]
-pid = os.getpid()
-fd = os.open(os.path.join(seqdir, f"{pid}.seq"), os.O_RDWR | os.O_CREAT, 0o600)
+run = uuid.uuid4().hex[:12]  # pids are reused over a long soak; this is not
+fd = os.open(os.path.join(seqdir, f"{run}.seq"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 os.ftruncate(fd, 8)
 mm = mmap.mmap(fd, 8)
 struct.pack_into("q", mm, 0, -1)
@@ -54,38 +54,40 @@ subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", token])
 n = 0
 while True:
     for _ in range(20):
-        os.write(1, b"SOAK seq=%d\n" % n)
+        os.write(1, b"SOAK run=%s seq=%d\n" % (run.encode(), n))
         struct.pack_into("q", mm, 0, n)
         n += 1
     time.sleep(0.01)
 """
 
-LINE_RE = re.compile(rb"^\(soak_\d+ pid=(\d+)\) SOAK seq=(\d+)$")
+LINE_RE = re.compile(rb"^\(soak_\d+ pid=\d+\) SOAK run=(\w+) seq=(\d+)$")
 
 
 @dataclass
 class Stream:
-    """Per-pid bookkeeping of the forwarded numbered lines."""
+    """Per-replica-run bookkeeping of the forwarded numbered lines."""
 
-    next_seq: dict[int, int] = field(default_factory=dict)
+    next_seq: dict[str, int] = field(default_factory=dict)
     lines: int = 0
     gaps: int = 0
     disorder: int = 0
+    malformed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def feed(self, line: bytes) -> None:
         m = LINE_RE.match(line)
         if not m:
+            self.malformed += 1  # a line cut or merged on its way: corruption
             return
-        pid, seq = int(m.group(1)), int(m.group(2))
+        run, seq = m.group(1).decode(), int(m.group(2))
         with self.lock:
             self.lines += 1
-            want = self.next_seq.get(pid, 0)
+            want = self.next_seq.get(run, 0)
             if seq > want:
                 self.gaps += seq - want
             elif seq < want:
                 self.disorder += 1
-            self.next_seq[pid] = max(want, seq + 1)
+            self.next_seq[run] = max(want, seq + 1)
 
 
 @dataclass
@@ -266,11 +268,11 @@ def main() -> int:
     written = 0
     tail_lost = 0
     for seqfile in (tmp / "seq").iterdir():
-        pid = int(seqfile.stem)
+        run = seqfile.stem
         with open(seqfile, "rb") as f:
             last = struct.unpack("q", mmap.mmap(f.fileno(), 8, access=mmap.ACCESS_READ)[:8])[0]
         written += last + 1
-        got = stream.next_seq.get(pid, 0)
+        got = stream.next_seq.get(run, 0)
         tail_lost += max(0, last + 1 - got)
     lost = stream.gaps + tail_lost
 
@@ -292,6 +294,7 @@ def main() -> int:
     print(f"lines forwarded:       {stream.lines}")
     print(f"lost lines:            {lost} (gaps {stream.gaps}, tail {tail_lost})")
     print(f"out-of-order lines:    {stream.disorder}")
+    print(f"malformed lines:       {stream.malformed}")
     print(f"orphans after exit:    {len(leftovers)}")
     print(f"zombies (max sampled): {max((s.zombies for s in samples), default=0)}")
     if samples:
@@ -309,6 +312,7 @@ def main() -> int:
         and status == 0
         and lost == 0
         and stream.disorder == 0
+        and stream.malformed == 0
         and not leftovers
         and ev.get("group_escalated", 0) == 0
     )
