@@ -20,6 +20,7 @@ import mmap
 import os
 import random
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -275,6 +276,7 @@ def main() -> int:
         got = stream.next_seq.get(run, 0)
         tail_lost += max(0, last + 1 - got)
     lost = stream.gaps + tail_lost
+    shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"soak: {args.minutes:g} min, {args.replicas} replicas, loop={args.loop}, token={token}")
     print(f"{'t(s)':>6} {'restarts':>8} {'kills':>6} {'fds':>4} {'rss(MB)':>8} "
