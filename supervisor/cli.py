@@ -94,10 +94,19 @@ def serve(path: str, *, loop: str = "auto") -> int:
     log = logs.configure(log_format=config.supervisor.log_format, color=color)
     for warning in plan.warnings:
         log.warning("plan_warning", message=warning)
-    backend, options = _backend(loop)
-    status: int = anyio.run(
-        _serve, config, plan, log, run_id, backend=backend, backend_options=options
-    )
+    try:
+        backend, options = _backend(loop)
+    except ImportError:
+        print(f"{PROG} serve: --loop uvloop: uvloop is not installed", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        status: int = anyio.run(
+            _serve, config, plan, log, run_id, backend=backend, backend_options=options
+        )
+    except OSError as exc:
+        # The loop itself could not run (an fd limit far too low, say): one line.
+        print(f"{path}: cannot supervise: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return status
 
 

@@ -55,14 +55,16 @@ class Serve:
         with self._cond:
             return self._err.decode(errors="replace")
 
-    def wait_for(self, text: str, *, stream: str = "out", count: int = 1, timeout: float = 15) -> None:
+    def wait_for(
+        self, text: str, *, stream: str = "out", count: int = 1, timeout: float = 15
+    ) -> None:
         """Block until ``text`` appeared ``count`` times, woken by each chunk read."""
         deadline = time.monotonic() + timeout
         buf = self._out if stream == "out" else self._err
         with self._cond:
             while bytes(buf).count(text.encode()) < count:
                 left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not self._alive():
+                if left <= 0 or (self.proc.poll() is not None and not self._alive()):
                     raise AssertionError(
                         f"{text!r} x{count} not seen on {stream} in {timeout} s;\n"
                         f"stdout:\n{self._out.decode(errors='replace')}\n"

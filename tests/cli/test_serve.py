@@ -44,7 +44,7 @@ def test_sigterm_stops_everything_and_exits_0(tmp_path: Path, no_leaks_sync: Non
     token = f"tok-{uuid.uuid4()}"
     serve = Serve(sleeper_config(tmp_path, token))
     serve.wait_for("ready", count=3)
-    assert len(procs_with(token)) == 6
+    wait_until(lambda: len(procs_with(token)) == 6, 5, "3 replicas and 3 grandchildren")
     started = time.monotonic()
     serve.signal(signal.SIGTERM)
     assert serve.finish() == 0
@@ -108,7 +108,10 @@ restart = "never"
     assert not procs_with(token)
 
 
-def test_all_done_exits_0_and_output_has_no_escape_codes(tmp_path: Path, no_leaks_sync: None) -> None:
+def test_all_done_exits_0_and_output_has_no_escape_codes(
+    tmp_path: Path, no_leaks_sync: None
+) -> None:
+    code = "import sys; print('out'); print('err', file=sys.stderr); sys.stdout.write('last')"
     cfg = write(
         tmp_path,
         f"""
@@ -116,7 +119,7 @@ def test_all_done_exits_0_and_output_has_no_escape_codes(tmp_path: Path, no_leak
 color = "auto"
 [[group]]
 name = "one"
-command = ["{PY}", "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.stdout.write('last')"]
+command = ["{PY}", "-c", "{code}"]
 replicas = 2
 """,
     )
@@ -129,7 +132,9 @@ replicas = 2
     assert serve.err.count(") err\n") == 2
 
 
-def test_color_always_gives_each_replica_its_own_colour(tmp_path: Path, no_leaks_sync: None) -> None:
+def test_color_always_gives_each_replica_its_own_colour(
+    tmp_path: Path, no_leaks_sync: None
+) -> None:
     cfg = write(
         tmp_path,
         f"""

@@ -39,7 +39,9 @@ async def test_bound_replica_affinity_from_first_line(no_leaks: None) -> None:
     cores = topo.places("cores")
     code = "import os; print(sorted(os.sched_getaffinity(0)), os.environ['OMP_PLACES'], flush=True)"
     cfg = Config(
-        groups=(GroupConfig(name="b", command=(PY, "-c", code), replicas=len(cores), restart="never"),),
+        groups=(
+            GroupConfig(name="b", command=(PY, "-c", code), replicas=len(cores), restart="never"),
+        ),
         topology=TopologySettings(strategy="cores"),
         base_dir=REPO,
     )
