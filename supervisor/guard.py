@@ -67,10 +67,13 @@ class Guard:
     def pid(self) -> int:
         return self._proc.pid
 
-    def close(self, timeout: float = 5.0, *, clean: bool = True) -> int | None:
+    def close(self, timeout: float = 5.0, *, clean: bool = True, wait: bool = True) -> int | None:
         """Tell the guard the stop was clean (no sweep needed) and reap it.
 
         ``clean=False`` closes the pipe as the supervisor's death would.
+        ``wait=False`` (serve, about to exit) does not wait for the guard's
+        own interpreter to finish: it exits by itself at once, and whoever
+        adopts it when we are gone reaps it.
 
         The wait is on a pidfd, so it ends the moment the guard exits rather
         than on Popen.wait's sleep steps.
@@ -81,6 +84,9 @@ class Guard:
                     os.write(self._w, CLEAN)
             os.close(self._w)
             self._w = -1
+        if not wait:
+            self._proc.returncode = 0  # not ours to reap any more; silence Popen.__del__
+            return None
         try:
             pidfd = os.pidfd_open(self._proc.pid)
         except OSError:
