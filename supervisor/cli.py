@@ -128,11 +128,12 @@ async def _serve(config: Config, plan: object, log: object, run_id: str) -> int:
     from .engine import Supervisor
     from .plan import LaunchPlan
     from .reaper import Reaper
+    from .signals import SignalPipe
 
     assert isinstance(plan, LaunchPlan)
     sup = Supervisor(config, plan=plan, logger=log)
     async with Reaper(sup, run_id=run_id) as reaper, anyio.create_task_group() as tg:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with SignalPipe([signal.SIGTERM, signal.SIGINT]) as signals:
 
             async def on_signals() -> None:
                 count = 0

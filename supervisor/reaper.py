@@ -22,6 +22,7 @@ import anyio
 import psutil
 
 from .guard import Guard
+from .signals import SignalPipe
 
 if TYPE_CHECKING:
     from .engine import Supervisor
@@ -63,10 +64,8 @@ class Reaper:
 
     async def __aenter__(self) -> Reaper:
         self.subreaper = os.getpid() == 1 or become_subreaper()
-        # uvloop refuses loop-level SIGCHLD handlers, so a plain handler writes
-        # to a self-pipe that the loop watches: same wake-up on every backend.
-        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._old = signal.signal(signal.SIGCHLD, self._on_sigchld)
+        # uvloop refuses loop-level SIGCHLD handlers: a self-pipe works everywhere.
+        self._signals = SignalPipe([signal.SIGCHLD]).__enter__()
         if self._run_id is not None:
             try:
                 self.guard = Guard(self._run_id)
@@ -85,9 +84,7 @@ class Reaper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        signal.signal(signal.SIGCHLD, self._old)
-        os.close(self._r)
-        os.close(self._w)
+        self._signals.__exit__(None, None, None)
         if self.guard is not None:
             # serve exits right after this: the guard's interpreter teardown
             # (~4 ms) need not be part of the stop.
@@ -100,16 +97,9 @@ class Reaper:
             mine.add(self.guard.pid)
         return mine
 
-    def _on_sigchld(self, signum: int, frame: object) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._w, b"c")
-
     async def run(self) -> None:
         self.reap()  # anything that exited before the handler was in place
-        while True:
-            await anyio.wait_readable(self._r)
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._r, 4096)
+        async for _ in self._signals:
             self.reap()
             self._sigchld.set()
             self._sigchld = anyio.Event()

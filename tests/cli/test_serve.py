@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
 import uuid
 from pathlib import Path
+
+import psutil
 
 from tests.helpers import PY, REPO, procs_with, wait_until
 from tests.serve_process import Serve
@@ -215,3 +218,38 @@ def test_demo_runs_to_completion(no_leaks_sync: None) -> None:
     serve = Serve(REPO / "examples" / "demo.toml")
     assert serve.finish(60) == 0
     assert serve.out.count(": done") == 2
+
+
+def test_one_sigterm_beside_sigchlds_is_a_graceful_stop(tmp_path: Path) -> None:
+    # systemd's KillMode=control-group signals the supervisor and every replica
+    # at once, so SIGCHLDs land beside the one SIGTERM (here also a replica
+    # stopped just before). It must stay one graceful stop, never a "second
+    # signal" forced kill: uvloop's own signal handlers can dispatch such a
+    # SIGTERM twice; ours go through a self-pipe.
+    code = (
+        "import signal,sys,os,time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); "
+        "os.write(1, b'ready\\\\n'); time.sleep(60)"
+    )
+    cfg = write(
+        tmp_path,
+        f"""
+[supervisor]
+shutdown_timeout = 0.3
+[[group]]
+name = "w"
+command = ["{PY}", "-c", "{code}"]
+replicas = 3
+""",
+    )
+    for _ in range(4):
+        serve = Serve(cfg)
+        serve.wait_for("ready", count=3)
+        first = next(p for p in psutil.Process(serve.proc.pid).children() if "-c" in p.cmdline())
+        others = [p for p in psutil.Process(serve.proc.pid).children() if p.pid != first.pid]
+        os.kill(first.pid, signal.SIGSTOP)
+        wait_until(lambda p=first: p.status() == psutil.STATUS_STOPPED, 5, "replica stopped")
+        for pid in [serve.proc.pid, *(p.pid for p in others if "-c" in p.cmdline())]:
+            os.kill(pid, signal.SIGTERM)
+        assert serve.finish() == 0
+        assert "shutdown_forced" not in serve.err, serve.err
+        assert "second stop request" not in serve.err, serve.err
