@@ -6,6 +6,7 @@ configuration. The CLI adds those around the same object.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -88,7 +89,9 @@ class Supervisor:
         self._environ = dict(os.environ if environ is None else environ)
         self.log = logger if logger is not None else structlog.get_logger("supervisor")
         self.sink: OutputSink = (
-            RecordSink(on_output) if on_output is not None else StreamSink(stdout, stderr)
+            RecordSink(on_output)
+            if on_output is not None
+            else StreamSink(stdout, stderr, on_closed=self._output_closed)
         )
         self._channel: ChannelSink | None = None
         if line_buffer is not None:
@@ -275,6 +278,15 @@ class Supervisor:
         return self.managed_pids()
 
     # -- internals ----------------------------------------------------------
+    def _output_closed(self, stream: str, why: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # stderr may be the closed one
+            self.log.warning(
+                "output_closed",
+                stream=stream,
+                reason=f"{why}; replica output to {stream} is dropped from now on, "
+                "the replicas keep running",
+            )
+
     def prefix_for(self, replica: Replica, pid: int) -> bytes:
         if not self.sink.prefixed:
             return b""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
 
 def configure(*, log_format: str, color: bool, stream: TextIO | None = None) -> Any:
     """Console renderer for people, one JSON object per line for machines."""
-    out = stream if stream is not None else sys.stderr
+    out = cast(TextIO, _Tolerant(stream if stream is not None else sys.stderr))
     renderer: Any
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -27,3 +27,28 @@ def configure(*, log_format: str, color: bool, stream: TextIO | None = None) -> 
         cache_logger_on_first_use=False,
     )
     return structlog.get_logger("supervisor")
+
+
+class _Tolerant:
+    """A log stream that goes quiet once its reader is gone (`serve 2>&1 | head`).
+
+    A supervisor must not crash, with its replicas, because nobody reads its log.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream: TextIO | None = stream
+
+    def write(self, text: str) -> int:
+        if self._stream is not None:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ValueError):
+                self._stream = None
+        return len(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._stream = None

@@ -71,19 +71,30 @@ class StreamSink:
         self,
         stdout: TextIO | BinaryIO | None = None,
         stderr: TextIO | BinaryIO | None = None,
+        *,
+        on_closed: Callable[[Stream, str], None] | None = None,
     ) -> None:
-        self._targets = {
+        self._targets: dict[Stream, BinaryIO | _TextTarget | int | None] = {
             "stdout": _binary(stdout if stdout is not None else sys.stdout),
             "stderr": _binary(stderr if stderr is not None else sys.stderr),
         }
+        self._on_closed = on_closed
 
     async def write(self, replica: str, pid: int, stream: Stream, data: bytes) -> None:
         target = self._targets[stream]
-        if isinstance(target, int):
-            await _write_fd(target, data)
-        else:
-            target.write(data)
-            target.flush()
+        try:
+            if isinstance(target, int):
+                await _write_fd(target, data)
+            elif target is not None:
+                target.write(data)
+                target.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            # The reader went away (`serve ... | head`) or the host closed the
+            # stream: the replicas matter more than their display, so keep
+            # supervising, keep draining their pipes, and drop that stream.
+            self._targets[stream] = None
+            if self._on_closed is not None:
+                self._on_closed(stream, str(exc) or type(exc).__name__)
 
 
 class RecordSink:

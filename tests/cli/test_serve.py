@@ -253,3 +253,29 @@ replicas = 3
         assert serve.finish() == 0
         assert "shutdown_forced" not in serve.err, serve.err
         assert "second stop request" not in serve.err, serve.err
+
+
+def test_closed_stdout_reader_does_not_kill_the_supervisor(tmp_path: Path) -> None:
+    # `serve cfg.toml | head -1`: the reader goes away; the replicas keep running
+    # to completion, the supervisor says so once and exits 0 (no traceback).
+    code = "import time\nfor i in range(40):\n    print(i, flush=True); time.sleep(0.01)"
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        "[[group]]\n"
+        'name = "w"\n'
+        f"command = {json.dumps([PY, '-c', code])}\n"
+        'restart = "never"\n'
+    )
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "serve", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().endswith(b" 0\n")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert b"output_closed" in err and b"Traceback" not in err
+    assert b"exited with code 0" in err
