@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.embed.util import TREE, token
+from tests.embed.util import STATUS_FIELDS, TREE, token
 from tests.helpers import REPO, procs_with, wait_until
 
 
@@ -97,18 +97,7 @@ def test_example_under_uvicorn(
         assert sorted(workers) == ["w_0", "w_1"]
         for rec in workers.values():
             assert rec["state"] == "running"
-            assert set(rec) >= {
-                "name",
-                "group",
-                "index",
-                "pid",
-                "state",
-                "restarts",
-                "cpus",
-                "nodes",
-                "started_at",
-                "last_exit",
-            }
+            assert set(rec) >= STATUS_FIELDS
             assert _cmdline_has(rec["pid"], tok)
             assert psutil.Process(rec["pid"]).ppid() == proc.pid
         # Each worker started a grandchild: four processes carry the token.

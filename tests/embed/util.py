@@ -67,3 +67,20 @@ class Lines:
             event.set()
         with anyio.fail_after(timeout):
             await event.wait()
+
+
+#: What the contract and the issue promise in every status record.
+STATUS_FIELDS = frozenset(
+    {
+        "name",
+        "group",
+        "index",
+        "pid",
+        "state",
+        "restarts",
+        "cpus",
+        "nodes",
+        "started_at",
+        "last_exit",
+    }
+)
