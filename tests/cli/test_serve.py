@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -248,8 +249,10 @@ replicas = 3
         others = [p for p in psutil.Process(serve.proc.pid).children() if p.pid != first.pid]
         os.kill(first.pid, signal.SIGSTOP)
         wait_until(lambda p=first: p.status() == psutil.STATUS_STOPPED, 5, "replica stopped")
-        for pid in [serve.proc.pid, *(p.pid for p in others if "-c" in p.cmdline())]:
-            os.kill(pid, signal.SIGTERM)
+        targets = [serve.proc.pid, *(p.pid for p in others if "-c" in p.cmdline())]
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):  # it may already be stopping
+                os.kill(pid, signal.SIGTERM)
         assert serve.finish() == 0
         assert "shutdown_forced" not in serve.err, serve.err
         assert "second stop request" not in serve.err, serve.err
