@@ -273,10 +273,6 @@ class Supervisor:
         """Pids of running replicas (their own waiters reap them)."""
         return {r.child.pid for r in self.replicas if r.child is not None and r.alive}
 
-    def unreaped_pids(self) -> set[int]:
-        """Same, as the reaper sees them: a replica not yet reaped is not an orphan."""
-        return self.managed_pids()
-
     # -- internals ----------------------------------------------------------
     def _output_closed(self, stream: str, why: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # stderr may be the closed one

@@ -74,7 +74,7 @@ class Child:
         if self.returncode is not None:
             return
         known = {p.pid for p in self.descendants}
-        if _PROC_CHILDREN:
+        if PROC_CHILDREN:
             # The kernel's child lists: a few small reads instead of psutil's scan of
             # every process on the machine (0.25 s for 64 replicas at shutdown).
             for pid in _descendant_pids(self.pid):
@@ -142,28 +142,34 @@ def _grow_pipe(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
-#: Whether /proc/PID/task/TID/children exists (CONFIG_PROC_CHILDREN).
-_PROC_CHILDREN = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+#: Whether /proc/PID/task/TID/children exists (CONFIGPROC_CHILDREN).
+PROC_CHILDREN = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def children_of(pid: int) -> list[int]:
+    """``pid``'s direct children from the kernel's per-thread child lists ([] if gone)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []  # gone
+    kids: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb", buffering=0) as f:
+                kids.extend(int(k) for k in f.read().split())
+        except OSError:
+            continue  # the thread or process ended meanwhile
+    return kids
 
 
 def _descendant_pids(root: int) -> list[int]:
-    """Every descendant of ``root`` now, walking the kernel's per-thread child lists."""
+    """Every descendant of ``root`` now, walking the kernel's child lists."""
     found: list[int] = []
     todo = [root]
     while todo:
-        pid = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue  # gone
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children", "rb", buffering=0) as f:
-                    kids = [int(k) for k in f.read().split()]
-            except OSError:
-                continue  # the thread or process ended meanwhile
-            found.extend(kids)
-            todo.extend(kids)
+        kids = children_of(todo.pop())
+        found.extend(kids)
+        todo.extend(kids)
     return found
 
 

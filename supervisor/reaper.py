@@ -22,6 +22,7 @@ import anyio
 import psutil
 
 from .guard import Guard
+from .process import PROC_CHILDREN, children_of
 from .signals import SignalPipe
 
 if TYPE_CHECKING:
@@ -40,15 +41,10 @@ def become_subreaper() -> bool:
 
 
 def own_children() -> set[int]:
-    """Our direct children, from /proc/self/task/*/children when the kernel has it."""
-    pids: set[int] = set()
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children") as f:
-                pids.update(int(p) for p in f.read().split())
-        return pids
-    except OSError:
-        return {p.pid for p in psutil.Process().children()}
+    """Our direct children, from the kernel's child lists when it has them."""
+    if PROC_CHILDREN:
+        return set(children_of(os.getpid()))
+    return {p.pid for p in psutil.Process().children()}
 
 
 class Reaper:
@@ -92,7 +88,7 @@ class Reaper:
 
     def _ours(self) -> set[int]:
         """Children that are not orphans: live replicas and the guard."""
-        mine = set(self._sup.unreaped_pids())
+        mine = self._sup.managed_pids()
         if self.guard is not None:
             mine.add(self.guard.pid)
         return mine

@@ -18,6 +18,8 @@ import anyio.lowlevel
 import anyio.to_thread
 import psutil
 
+from topology import format_cpulist
+
 from .exits import describe_exit, parse_signal
 from .lines import LineSplitter
 from .output import Stream
@@ -149,8 +151,8 @@ class Replica:
             "replica_started",
             replica=self.name,
             pid=child.pid,
-            cpus=_cpulist(p.cpus),
-            nodes=_cpulist(p.nodes),
+            cpus=format_cpulist(p.cpus),
+            nodes=format_cpulist(p.nodes),
         )
         prefix = self.sup.prefix_for(self, child.pid)
         pending = [2]
@@ -418,9 +420,3 @@ def _pipe_holders(inodes: set[int]) -> list[psutil.Process]:
                         found.append(psutil.Process(int(entry.name)))
                     break
     return found
-
-
-def _cpulist(ids: tuple[int, ...] | list[int]) -> str:
-    from topology import format_cpulist
-
-    return format_cpulist(ids) if ids else ""
