@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("config")
     c.add_argument("--json", action="store_true")
     sub.add_parser("topology", help="print this machine's CPUs and places", add_help=False)
+    sub.add_parser("ctl", help="talk to a running serve over its control socket", add_help=False)
     return p
 
 
@@ -50,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from topology.cli import main as topology_main
 
         return topology_main(args_list[1:], prog=f"{PROG} topology")
+    if args_list and args_list[0] == "ctl":
+        from .control.ctl import main as ctl_main
+
+        return ctl_main(args_list[1:], prog=f"{PROG} ctl")
     try:
         args = _parser().parse_args(args_list)
     except SystemExit as exc:

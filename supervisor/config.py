@@ -25,6 +25,8 @@ from typing import Any, Literal, get_args
 
 from topology import CpuListError, parse_cpulist
 
+from .errors import SupervisorError
+
 LogFormat = Literal["console", "json"]
 Color = Literal["auto", "always", "never"]
 Strategy = Literal["nodes", "cores", "all", "gpus", "none"]
@@ -38,7 +40,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ENV_NAME_RE = re.compile(r"[^=\0]+")
 
 
-class ConfigError(ValueError):
+class ConfigError(SupervisorError, ValueError):
     """A bad configuration: one line naming the file, the key and what is wrong."""
 
 
