@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import grp
+import ipaddress
 import math
 import os
 import pwd
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from topology import CpuListError, parse_cpulist
 
@@ -29,14 +31,25 @@ from .errors import SupervisorError
 
 LogFormat = Literal["console", "json"]
 Color = Literal["auto", "always", "never"]
-Strategy = Literal["nodes", "cores", "all", "gpus", "none"]
+Strategy = Literal["nodes", "cores", "all", "gpus", "l3", "none"]
 Numa = Literal["auto", "bind", "preferred", "off"]
 Restart = Literal["never", "on-failure", "always"]
 RestartScope = Literal["replica", "group"]
+OmpBind = Literal["close", "spread", "none"]
+Family = Literal["inet", "inet6", "unix"]
+ProbeKind = Literal["started", "notify", "line", "tcp", "http"]
 
-PLACEHOLDERS = ("group", "name", "index", "replicas")
-_PLACEHOLDER_RE = re.compile(r"\{(group|name|index|replicas)\}")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+PLACEHOLDERS = (
+    "group", "name", "index", "replicas", "node_rank", "nodes", "rank", "world_size", "fd:NAME",
+)  # fmt: skip
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_NAME_RE = re.compile(_NAME)
+_PLACEHOLDER_RE = re.compile(
+    rf"\{{(group|name|index|replicas|node_rank|nodes|rank|world_size|fd:{_NAME})\}}"
+)
+_FD_RE = re.compile(rf"\{{fd:({_NAME})\}}")
+FIRST_LISTEN_FD = 3  # the systemd convention: passed sockets start right after stderr
+_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 _ENV_NAME_RE = re.compile(r"[^=\0]+")
 
 
@@ -58,22 +71,44 @@ class _FieldError(ConfigError):
 
 
 def expand_placeholders(text: str, values: Mapping[str, str]) -> str:
-    """Replace exactly ``{group}``, ``{name}``, ``{index}``, ``{replicas}``.
+    """Replace exactly the placeholders listed in ``PLACEHOLDERS`` that ``values`` holds.
 
     Not ``str.format``: any other brace (``{0}``, ``{{x}}``, JSON in an env
-    value) is the user's literal text.
+    value, a regex ``\\d{3}``) is the user's literal text, and so is a
+    placeholder that ``values`` lacks (the config refuses ``{fd:X}`` for a
+    socket the group does not name before it gets here).
     """
-    return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)
+    return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
-def placeholder_values(group: str, index: int, replicas: int) -> dict[str, str]:
-    """The values the four placeholders take for one replica."""
-    return {
+def placeholder_values(
+    group: str,
+    index: int,
+    replicas: int,
+    *,
+    node_rank: int = 0,
+    nodes: int = 1,
+    sockets: tuple[str, ...] | list[str] = (),
+) -> dict[str, str]:
+    """The values every placeholder takes for one replica.
+
+    ``{rank}`` is unique across the job (``node_rank * replicas + index``) and
+    ``{fd:NAME}`` is the fd a replica receives the group's socket NAME on:
+    3, 4, ... in the order of the group's ``sockets``.
+    """
+    values = {
         "group": group,
         "name": f"{group}_{index}",
         "index": str(index),
         "replicas": str(replicas),
+        "node_rank": str(node_rank),
+        "nodes": str(nodes),
+        "rank": str(node_rank * replicas + index),
+        "world_size": str(nodes * replicas),
     }
+    for position, socket_name in enumerate(sockets):
+        values[f"fd:{socket_name}"] = str(FIRST_LISTEN_FD + position)
+    return values
 
 
 # -- field checks: each raises _FieldError(key, problem) ---------------------------
@@ -166,6 +201,147 @@ def _check_cpulist(key: str, value: object, *, split: bool) -> None:
             raise _FieldError(key, f'{exc} (write e.g. "0-3,8")') from None
 
 
+def _check_names(key: str, value: object, what: str) -> tuple[str, ...]:
+    """An array of distinct names (groups, sockets), returned as a tuple."""
+    if not isinstance(value, list | tuple):
+        raise _FieldError(
+            key, f'must be an array of {what} names such as ["x"], got {_describe(value)}'
+        )
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise _FieldError(f"{key}[{i}]", f"must be a {what} name, got {_describe(item)}")
+        if item in seen:
+            raise _FieldError(f"{key}[{i}]", f"{item!r} is named twice")
+        seen.add(item)
+    return tuple(value)
+
+
+# -- addresses and probes: parsed into small values the effectful code consumes ------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ListenAddress:
+    """Where a socket listens or a probe connects: a TCP host and port, or a unix path.
+
+    ``family`` is ``inet6`` only for a bracketed IPv6 literal; a host name is
+    looked up for IPv4 (write ``[::1]:PORT`` for IPv6). A relative unix path
+    is relative to the config's directory: see ``under``.
+    """
+
+    family: Family
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.family == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if self.family == "inet6" else self.host
+        return f"{host}:{self.port}"
+
+    def under(self, base_dir: Path | str) -> ListenAddress:
+        """The same address with a relative unix path made absolute under ``base_dir``."""
+        if self.family != "unix" or os.path.isabs(self.path):
+            return self
+        return ListenAddress(family="unix", path=str(Path(base_dir) / self.path))
+
+
+def parse_host_port(text: str, *, min_port: int = 1) -> ListenAddress:
+    """``HOST:PORT`` or ``[IPV6]:PORT``; ValueError says what is wrong."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ValueError(f'{text!r} is not HOST:PORT (e.g. "127.0.0.1:8000" or "[::1]:8000")')
+    family: Family = "inet"
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
+        family = "inet6"
+    elif ":" in host:
+        raise ValueError(f'write an IPv6 address in brackets: "[{host}]:{port_text}"')
+    elif not re.fullmatch(r"[A-Za-z0-9_.-]+", host):
+        raise ValueError(f"{text!r} has no valid host before the port")
+    if not port_text.isdigit() or not min_port <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} in {text!r} must be an integer {min_port}-65535")
+    return ListenAddress(family=family, host=host, port=int(port_text))
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """A ``[[socket]]`` address: ``HOST:PORT``, ``[IPV6]:PORT`` (port 0: any free port),
+    or ``unix:PATH``."""
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path or "\0" in path:
+            raise ValueError('"unix:" needs a path, e.g. "unix:/run/app.sock"')
+        if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+            raise ValueError(f"unix socket path is longer than {_UNIX_PATH_MAX} bytes")
+        return ListenAddress(family="unix", path=path)
+    return parse_host_port(text, min_port=0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProbeSpec:
+    """A parsed ``ready`` or ``health`` value (after placeholders are expanded).
+
+    ``started``: ready once started (``ready = ""``); ``notify``: READY=1 on
+    NOTIFY_SOCKET; ``line``: ``pattern`` searched in each output line;
+    ``tcp``: a connect to ``address``; ``http``: GET ``url`` answers 2xx.
+    """
+
+    kind: ProbeKind
+    pattern: str = ""
+    address: ListenAddress | None = None
+    url: str = ""
+
+
+def parse_probe(text: str, *, health: bool = False) -> ProbeSpec:
+    """Parse one ``ready`` (or, with ``health``, ``health``) value; ValueError says why not."""
+    if text == "":
+        return ProbeSpec(kind="started")
+    kind, sep, rest = text.partition(":")
+    forms = (
+        '"tcp:HOST:PORT" or "http:URL"'
+        if health
+        else ('"notify", "line:REGEX", "tcp:HOST:PORT" or "http:URL"')
+    )
+    if health and (text == "notify" or kind == "line"):
+        raise ValueError(
+            f"{text!r} is a readiness form only; liveness is {forms} (see watchdog for notify)"
+        )
+    if text == "notify":
+        return ProbeSpec(kind="notify")
+    if kind == "line" and sep:
+        try:
+            re.compile(rest)
+        except re.error as exc:
+            raise ValueError(f"line: regex {rest!r} does not compile: {exc}") from None
+        return ProbeSpec(kind="line", pattern=rest)
+    if kind == "tcp" and sep:
+        return ProbeSpec(kind="tcp", address=parse_host_port(rest))
+    if kind == "http" and sep:
+        return ProbeSpec(kind="http", url=_check_url(rest))
+    raise ValueError(f"{text!r} is not a probe; use {forms}")
+
+
+def _check_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"http: URL {url!r} is malformed: {exc}") from None
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(
+            f"http: needs an http:// URL with a host, got {url!r} "
+            '(e.g. "http:http://127.0.0.1:8000/health")'
+        )
+    if port == 0:
+        raise ValueError(f"http: URL {url!r} has port 0")
+    return url
+
+
 # -- the model ----------------------------------------------------------------------
 
 
@@ -210,6 +386,68 @@ class TopologySettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ControlSettings:
+    """The ``[control]`` table: the unix socket ``ctl`` talks to, and an optional TCP port.
+
+    ``socket``: "auto" (a per-config path, see ``envplan.control_socket_path``),
+    "" (none) or a path (relative to the config's directory). ``listen``:
+    "HOST:PORT" for the read-only endpoints, "" for none.
+    """
+
+    socket: str = "auto"
+    listen: str = ""
+
+    def __post_init__(self) -> None:
+        if "\0" in _check_str("socket", self.socket):
+            raise _FieldError("socket", "must not contain a NUL character")
+        if _check_str("listen", self.listen).startswith("unix:"):
+            raise _FieldError(
+                "listen", 'takes a TCP "HOST:PORT"; the unix socket is control.socket'
+            )
+        if self.listen:
+            try:
+                parse_host_port(self.listen)
+            except ValueError as exc:
+                raise _FieldError("listen", str(exc)) from None
+
+    @property
+    def listen_address(self) -> ListenAddress | None:
+        """The parsed ``listen``, or None when there is no TCP listener."""
+        return parse_host_port(self.listen) if self.listen else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SocketConfig:
+    """One ``[[socket]]``: bound once by the supervisor and passed to replicas as an fd."""
+
+    name: str
+    listen: str
+    backlog: int = 1024
+    reuse_port: bool = False
+
+    def __post_init__(self) -> None:
+        name = _check_str("name", self.name)
+        if not _NAME_RE.fullmatch(name):
+            raise _FieldError(
+                "name",
+                "must start with a letter or digit and hold only letters, digits, '_', '.', '-',"
+                f" got {_describe(name)}",
+            )
+        listen = _check_str("listen", self.listen)
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise _FieldError("listen", str(exc)) from None
+        _check_int("backlog", self.backlog, 1)
+        _check_bool("reuse_port", self.reuse_port)
+
+    @property
+    def address(self) -> ListenAddress:
+        """The parsed ``listen`` (a relative unix path as written: see ``ListenAddress.under``)."""
+        return parse_listen(self.listen)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class GroupConfig:
     """One ``[[group]]``: a command run as ``replicas`` identical, placed processes."""
 
@@ -228,6 +466,15 @@ class GroupConfig:
     user: str | None = None
     group: str | None = None
     umask: int | None = None
+    sockets: tuple[str, ...] = ()
+    ready: str = ""
+    ready_timeout: float = 60.0
+    health: str = ""
+    health_interval: float = 10.0
+    health_failures: int = 3
+    watchdog: float = 0.0
+    after: tuple[str, ...] = ()
+    omp_bind: OmpBind = "close"
 
     def __post_init__(self) -> None:
         name = _check_str("name", self.name)
@@ -258,6 +505,56 @@ class GroupConfig:
         ):
             shown = oct(self.umask) if type(self.umask) is int else _describe(self.umask)
             raise _FieldError("umask", f"must be an integer from 0 to 0o777, got {shown}")
+        object.__setattr__(self, "sockets", _check_names("sockets", self.sockets, "[[socket]]"))
+        object.__setattr__(self, "after", _check_names("after", self.after, "group"))
+        if self.name in self.after:
+            raise _FieldError("after", f"group {self.name!r} cannot come after itself")
+        _check_str("ready", self.ready)
+        _check_str("health", self.health)
+        self._check_fd_placeholders()
+        self._check_probes()
+        _check_choice("omp_bind", self.omp_bind, get_args(OmpBind))
+
+    def _check_probes(self) -> None:
+        timeout = _check_number("ready_timeout", self.ready_timeout, positive=True)
+        object.__setattr__(self, "ready_timeout", timeout)
+        interval = _check_number("health_interval", self.health_interval, positive=True)
+        object.__setattr__(self, "health_interval", interval)
+        _check_int("health_failures", self.health_failures, 1)
+        watchdog = _check_number("watchdog", self.watchdog)
+        object.__setattr__(self, "watchdog", watchdog)
+        # Placeholders may build the value (a port per index): check the first and last replica.
+        for index in sorted({0, self.replicas - 1}):
+            values = placeholder_values(self.name, index, self.replicas, sockets=self.sockets)
+            for key, health in (("ready", False), ("health", True)):
+                text = getattr(self, key)
+                expanded = expand_placeholders(text, values)
+                try:
+                    parse_probe(expanded, health=health)
+                except ValueError as exc:
+                    shown = f"for {values['name']}: {exc}" if expanded != text else str(exc)
+                    raise _FieldError(key, shown) from None
+        if watchdog > 0 and self.ready != "notify":
+            raise _FieldError(
+                "watchdog",
+                f'needs ready = "notify" (WATCHDOG=1 comes over NOTIFY_SOCKET), '
+                f"got ready = {self.ready!r}",
+            )
+
+    def _check_fd_placeholders(self) -> None:
+        """``{fd:X}`` must name one of the group's own sockets."""
+        texts = [(f"command[{i}]", arg) for i, arg in enumerate(self.command)]
+        texts += [(f"env.{k}", v) for k, v in self.env.items()]
+        texts += [("ready", self.ready), ("health", self.health)]
+        for key, text in texts:
+            for match in _FD_RE.finditer(text):
+                if match.group(1) not in self.sockets:
+                    named = ", ".join(self.sockets) if self.sockets else "none"
+                    raise _FieldError(
+                        key,
+                        f"{match.group(0)} names a socket this group does not take "
+                        f"(its sockets: {named}); add {match.group(1)!r} to sockets",
+                    )
 
     def _check_command(self) -> None:
         command = self.command
@@ -319,6 +616,8 @@ class Config:
     groups: tuple[GroupConfig, ...]
     supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
     topology: TopologySettings = field(default_factory=TopologySettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    sockets: tuple[SocketConfig, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
     source: str = "<config>"
     key_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -341,7 +640,65 @@ class Config:
             raise self.error("supervisor", "must be a SupervisorSettings")
         if not isinstance(self.topology, TopologySettings):
             raise self.error("topology", "must be a TopologySettings")
+        if not isinstance(self.control, ControlSettings):
+            raise self.error("control", "must be a ControlSettings")
         object.__setattr__(self, "base_dir", Path(self.base_dir))
+        self._check_sockets()
+        self._check_after()
+
+    def _check_sockets(self) -> None:
+        if not isinstance(self.sockets, list | tuple):
+            raise self.error(
+                "socket", f"must be an array of [[socket]], got {_describe(self.sockets)}"
+            )
+        object.__setattr__(self, "sockets", tuple(self.sockets))
+        names: dict[str, int] = {}
+        for i, sock in enumerate(self.sockets):
+            if not isinstance(sock, SocketConfig):
+                raise self.error(f"socket[{i}]", f"must be a SocketConfig, got {_describe(sock)}")
+            if sock.name in names:
+                raise self.error(
+                    f"socket[{i}].name",
+                    f"duplicate socket name {sock.name!r} (socket[{names[sock.name]}] has it too)",
+                )
+            names[sock.name] = i
+        for i, group in enumerate(self.groups):
+            for j, name in enumerate(group.sockets):
+                if name not in names:
+                    raise self.error(
+                        f"group[{i}].sockets[{j}]",
+                        f"no [[socket]] named {name!r}{_known(name, set(names), 'sockets')}",
+                    )
+
+    def _check_after(self) -> None:
+        """Every ``after`` names a group, and the start order has no cycle."""
+        index = {group.name: i for i, group in enumerate(self.groups)}
+        for i, group in enumerate(self.groups):
+            for j, name in enumerate(group.after):
+                if name not in index:
+                    raise self.error(
+                        f"group[{i}].after[{j}]",
+                        f"no group named {name!r}{_known(name, set(index), 'groups')}",
+                    )
+        cycle = _find_cycle({group.name: group.after for group in self.groups})
+        if cycle:
+            raise self.error(
+                f"group[{index[cycle[0]]}].after", "start order cycle: " + " -> ".join(cycle)
+            )
+
+    def group_named(self, name: str) -> GroupConfig:
+        """The group called ``name``; KeyError when there is none."""
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(name)
+
+    def socket_named(self, name: str) -> SocketConfig:
+        """The ``[[socket]]`` called ``name``; KeyError when there is none."""
+        for sock in self.sockets:
+            if sock.name == name:
+                return sock
+        raise KeyError(name)
 
     def error(self, key: str, problem: str) -> ConfigError:
         """A ConfigError for ``key`` in this config, with the file and line when known."""
@@ -377,15 +734,44 @@ class Config:
 
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: the document must be a table, got {_describe(data)}")
-        _reject_unknown(source, "", data, {"supervisor", "topology", "group"}, lines)
+        _reject_unknown(
+            source, "", data, {"supervisor", "topology", "control", "socket", "group"}, lines
+        )
         tables: dict[str, object] = {}
-        for name, kind in (("supervisor", SupervisorSettings), ("topology", TopologySettings)):
+        settings: tuple[tuple[str, type], ...] = (
+            ("supervisor", SupervisorSettings),
+            ("topology", TopologySettings),
+            ("control", ControlSettings),
+        )
+        for name, kind in settings:
             table = data.get(name, {})
             if not isinstance(table, Mapping):
                 raise ConfigError(_format_error(source, name, _table_problem(table), lines))
             _reject_unknown(source, f"{name}.", table, _field_names(kind), lines)
             with located(f"{name}."):
                 tables[name] = kind(**table)
+        raw_sockets = data.get("socket", [])
+        if not isinstance(raw_sockets, list) or not all(
+            isinstance(s, Mapping) for s in raw_sockets
+        ):
+            raise ConfigError(
+                _format_error(
+                    source,
+                    "socket",
+                    f"must be an array of tables written [[socket]], got {_describe(raw_sockets)}",
+                    lines,
+                )
+            )
+        sockets = []
+        for i, raw in enumerate(raw_sockets):
+            _reject_unknown(source, f"socket[{i}].", raw, _field_names(SocketConfig), lines)
+            for required in ("name", "listen"):
+                if required not in raw:
+                    raise ConfigError(
+                        _format_error(source, f"socket[{i}]", f'missing "{required}"', lines)
+                    )
+            with located(f"socket[{i}]."):
+                sockets.append(SocketConfig(**raw))
         raw_groups = data.get("group")
         if raw_groups is None:
             raise ConfigError(
@@ -416,6 +802,8 @@ class Config:
             groups=tuple(groups),
             supervisor=tables["supervisor"],  # type: ignore[arg-type]
             topology=tables["topology"],  # type: ignore[arg-type]
+            control=tables["control"],  # type: ignore[arg-type]
+            sockets=tuple(sockets),
             base_dir=base,
             source=source,
             key_lines=lines,
@@ -443,7 +831,11 @@ def _reject_unknown(
     for key in table:
         if key in allowed:
             continue
-        what = "table" if isinstance(table[key], Mapping) and not prefix else "key"
+        value = table[key]
+        is_table = isinstance(value, Mapping) or (
+            isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
+        )
+        what = "table" if is_table and not prefix else "key"
         problem = f"unknown {what}"
         close = _closest(str(key), allowed)
         if close:
@@ -458,6 +850,39 @@ def _closest(word: str, candidates: set[str]) -> str | None:
     return found[0] if found else None
 
 
+def _known(word: str, names: set[str], what: str) -> str:
+    """The "did you mean" or "known: ..." tail of an unknown-name message."""
+    close = _closest(word, names)
+    if close:
+        return f' (did you mean "{close}"?)'
+    return f"; known {what}: " + (", ".join(sorted(names)) if names else "none")
+
+
+def _find_cycle(edges: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """The first cycle in a dependency graph, as ``[a, b, a]``; ``[]`` when acyclic.
+
+    Depth first from each node in order, so the cycle reported is stable.
+    """
+    done: set[str] = set()
+    for start in edges:
+        if start in done:
+            continue
+        path: list[str] = [start]
+        stack: list[Iterator[str]] = [iter(edges.get(start, ()))]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                done.add(path.pop())
+                continue
+            if nxt in path:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in done:
+                path.append(nxt)
+                stack.append(iter(edges.get(nxt, ())))
+    return []
+
+
 def _format_error(source: str, key: str, problem: str, lines: Mapping[str, int]) -> str:
     line = _line_of(key, lines)
     where = f"{key} (line {line})" if line else key
@@ -468,8 +893,9 @@ def _line_of(key: str, lines: Mapping[str, int]) -> int | None:
     """The line of ``key`` or, failing that, of the closest enclosing key."""
     probe = key
     while probe:
-        if probe in lines:
-            return lines[probe]
+        for candidate in (probe, f"{probe}[0]"):  # an array of tables: its first header
+            if candidate in lines:
+                return lines[candidate]
         cut = max(probe.rfind("."), probe.rfind("["))
         if cut <= 0:
             return None
@@ -491,7 +917,7 @@ def _check_machine(config: Config, environ: Mapping[str, str]) -> None:
                 f"group[{i}].cwd",
                 f"no such directory {group.cwd!r} (a path relative to the config's directory)",
             )
-        values = placeholder_values(group.name, 0, group.replicas)
+        values = placeholder_values(group.name, 0, group.replicas, sockets=group.sockets)
         program = expand_placeholders(group.command[0], values)
         path = expand_placeholders(group.env.get("PATH", environ.get("PATH", os.defpath)), values)
         problem = _find_program(program, cwd, path)

@@ -1,7 +1,9 @@
-"""The Supervisor: groups of replicas under one task group, stopped in bounded phases.
+"""The Supervisor: desired state, reconciled by group runners, stopped in bounded phases.
 
-Embedding is the default: no signal handler, no ``sys.exit``, no logging
-configuration. The CLI adds those around the same object.
+What should run (the config's groups, their replica counts, the places) is
+data; group runners make it so and report back. Scaling and reload change
+the desired state; they are not separate code paths. Embedding is the
+default: no signal handler, no ``sys.exit``, no logging configuration.
 """
 
 from __future__ import annotations
@@ -9,65 +11,54 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, BinaryIO, TextIO
 
 import anyio
+import anyio.to_thread
 import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .config import Config, GroupConfig
+from .allocator import PlaceAllocator
+from .config import Config, ConfigError, GroupConfig
+from .errors import (
+    NotRunningError,
+    RollingRestartError,
+    StoppingError,
+    UnknownGroupError,
+    UnknownReplicaError,
+)
 from .exits import parse_signal
+from .group import GroupRunner
 from .output import (
     ChannelSink,
     OutputLine,
     OutputSink,
     RecordSink,
+    Stream,
     StreamSink,
     make_prefix,
     use_color,
 )
-from .plan import LaunchPlan
-from .policy import RestartBudget
+from .plan import LaunchPlan, Planner
 from .replica import DRAIN_TIMEOUT, KILL_WAIT, Replica, ReplicaStatus
 from .state import ReplicaState
 
 EXIT_OK = 0
 EXIT_ESCALATED = 1
-
-
-class _Group:
-    def __init__(self, sup: Supervisor, config: GroupConfig) -> None:
-        self.sup = sup
-        self.config = config
-        self.budget = RestartBudget(config)
-        self.replicas: list[Replica] = []
-        self._gate = anyio.Event()
-
-    async def restart_others(self, initiator: Replica) -> None:
-        """Stop every other live replica of the group; they wait on the gate."""
-        self._gate = anyio.Event()
-        others = [r for r in self.replicas if r is not initiator and r.alive]
-        for r in others:
-            r._gate = self._gate
-        async with anyio.create_task_group() as tg:
-            for r in others:
-                tg.start_soon(r.stop_alone, self.sup.config.supervisor.shutdown_timeout)
-
-    def open_gate(self) -> None:
-        self._gate.set()
+#: After the stop deadline, how long a stalled reader of our output is waited for.
+OUTPUT_GRACE = 0.5
 
 
 class Supervisor:
-    """Start every group of a ``Config``, supervise, and stop them, inside any anyio host.
+    """Run every group of a ``Config`` inside any anyio host, and change it while it runs.
 
-    ``async with Supervisor(config) as sup`` returns once every replica was
-    started; leaving the block stops them all, shielded from cancellation.
-    Without ``async with``, call ``await sup.start()`` and later
-    ``await sup.stop()`` from the same task: ``start`` opens a task group in
-    the calling task (as a nursery does) and ``stop`` closes it there.
+    ``async with Supervisor(config) as sup`` returns once every replica is
+    ready (or has ended); leaving the block stops them all, shielded from
+    cancellation. ``await tg.start(sup.run)`` does the same inside a task
+    group the host owns; ``run`` returns the exit status ``serve`` would.
     """
 
     def __init__(
@@ -83,16 +74,20 @@ class Supervisor:
         environ: Mapping[str, str] | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
         line_buffer: int | None = None,
+        output: StreamSink | None = None,
     ) -> None:
         self.config = config
         self._plan = plan
         self._environ = dict(os.environ if environ is None else environ)
         self.log = logger if logger is not None else structlog.get_logger("supervisor")
-        self.sink: OutputSink = (
-            RecordSink(on_output)
-            if on_output is not None
-            else StreamSink(stdout, stderr, on_closed=self._output_closed)
-        )
+        self.sink: OutputSink
+        self._own_sink = on_output is None and output is None and line_buffer is None
+        if on_output is not None:
+            self.sink = RecordSink(on_output)
+        elif output is not None:
+            self.sink = output
+        else:
+            self.sink = StreamSink(stdout, stderr, on_closed=self._output_closed)
         self._channel: ChannelSink | None = None
         if line_buffer is not None:
             if on_output is not None or stdout is not None or stderr is not None:
@@ -105,32 +100,47 @@ class Supervisor:
             )
         self._color = color and self.sink.prefixed
         self.drain_timeout = drain_timeout
-        self.groups: list[_Group] = []
-        self.replicas: list[Replica] = []
+        self.history: Any = _new_history()
+        self.groups: dict[str, GroupRunner] = {}
         self.stopping = False
         self.exit_status = EXIT_OK
+        self.escalations = 0
+        self._colors = 0
+        self._planner: Planner | None = None
+        self._allocator: PlaceAllocator | None = None
+        self._verifier: Any = None
         self._tg: TaskGroup | None = None
         self._outer: TaskGroup | None = None
-        self._live = 0
-        self._all_finished = anyio.Event()
+        self._unsettled: set[Replica] = set()
+        self._not_done: set[Replica] = set()
+        self._state_change = anyio.Event()
+        self._end = anyio.Event()
         self._stop_requested = anyio.Event()
         self._force = anyio.Event()
         self._shutdown_done = anyio.Event()
         self._finished = anyio.Event()
         self._started = False
         self._owner: int | None = None
+        self._reloading = anyio.Lock()
 
-    # -- public API ---------------------------------------------------------
+    # -- lifecycle of the supervisor itself -----------------------------------
     @property
     def plan(self) -> LaunchPlan:
         if self._plan is None:
-            from .numaprobe import NumactlProbe
-            from .plan import build_plan
-
-            self._plan = build_plan(self.config, environ=self._environ, probe=NumactlProbe())
-            for warning in self._plan.warnings:
-                self.log.warning("plan_warning", message=warning)
+            self._plan = self._build_plan(self.config)
+            self._log_warnings(self._plan.warnings)
         return self._plan
+
+    def _build_plan(self, config: Config) -> LaunchPlan:
+        """Blocking (topology, numactl probe): called before the loop or in a worker thread."""
+        from .numaprobe import NumactlProbe
+        from .plan import build_plan
+
+        return build_plan(config, environ=self._environ, probe=NumactlProbe())
+
+    def _log_warnings(self, warnings: Sequence[str]) -> None:
+        for warning in warnings:
+            self.log.warning("plan_warning", message=warning)
 
     async def __aenter__(self) -> Supervisor:
         await self.start()
@@ -151,11 +161,9 @@ class Supervisor:
             await outer.__aexit__(None, None, None)
 
     async def start(self) -> None:
-        """Start every group; return once each replica has been spawned."""
+        """Start every group; return once each replica is ready or has ended."""
         if self._started:
             raise RuntimeError("this Supervisor was already started")
-        self._started = True
-        plan = self.plan
         self._owner = anyio.get_current_task().id
         self._outer = anyio.create_task_group()
         await self._outer.__aenter__()
@@ -163,13 +171,36 @@ class Supervisor:
             # Shielded: on trio, ``started()`` inside a cancelled caller does not
             # hand the task over, and ``start`` would wait for it forever.
             with anyio.CancelScope(shield=True):
-                await self._outer.start(self._run, plan)
+                await self._outer.start(self.run)
             await anyio.lowlevel.checkpoint_if_cancelled()  # a host cancelled meanwhile
         except BaseException:
             self.request_stop()
             await self._wait_finished()
             await self._close_outer()
             raise
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> int:
+        """Supervise until every replica is done or a stop completed; the exit status.
+
+        ``task_status.started()`` comes once every replica is ready or has
+        ended, so ``await tg.start(sup.run)`` returns with the fleet up.
+        """
+        if self._started:
+            raise RuntimeError("this Supervisor was already started")
+        self._started = True
+        try:
+            if self._plan is None:
+                self._plan = await anyio.to_thread.run_sync(self._build_plan, self.config)
+                self._log_warnings(self._plan.warnings)
+            await self._main(self._plan, task_status)
+        finally:
+            if self._own_sink and isinstance(self.sink, StreamSink):
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self.sink.close, self.drain_timeout)
+            self._finished.set()
+            if self._channel is not None:
+                self._channel.close()
+        return self.exit_status
 
     async def wait(self) -> int:
         """Wait until every replica is done or stopped; return serve's exit status."""
@@ -230,75 +261,368 @@ class Supervisor:
         self._channel.claimed = True
         return self._channel.receive
 
+    # -- reading the state ------------------------------------------------------
+    @property
+    def replicas(self) -> list[Replica]:
+        return [r for g in self.groups.values() for _, r in sorted(g.replicas.items())]
+
     def status(self) -> list[ReplicaStatus]:
+        self._verify_all()
         return [r.status() for r in self.replicas]
 
-    def _replica(self, name: str) -> Replica:
+    def group_names(self) -> list[str]:
+        return list(self.groups)
+
+    def resolve(self, name_or_group: str) -> list[str]:
+        """The replica names a name or a group name stands for."""
+        return [r.name for r in self._targets(name_or_group)]
+
+    def is_ready(self) -> bool:
+        """Every replica that should run is running and ready."""
         for r in self.replicas:
-            if r.name == name:
-                return r
-        known = ", ".join(r.name for r in self.replicas)
-        raise KeyError(f"no replica named {name!r} (replicas: {known})")
-
-    async def signal(self, name: str, signum: int | str) -> None:
-        """Send a signal to one replica's process group."""
-        sig = parse_signal(signum) if isinstance(signum, str) else signum
-        replica = self._replica(name)
-        if not replica.send(int(sig)):
-            raise ProcessLookupError(f"replica {name!r} is not running ({replica.state.value})")
-
-    async def restart(self, name: str) -> ReplicaStatus:
-        """Stop one replica (bounded), start it again in its place, and return its status.
-
-        Returns once the new process was spawned (or its spawn failed), so
-        the status carries the new pid. A manual restart does not count
-        toward ``max_restarts``: it is an operator's decision, not a failure.
-        """
-        replica = self._replica(name)
-        if self.stopping:
-            raise RuntimeError("the supervisor is stopping")
-        if replica.state.terminal:
-            raise RuntimeError(f"replica {name!r} has {replica.state.value}; it cannot restart")
-        respawned = replica.spawn_attempted
-        if replica.alive:
-            replica._manual_restart = True
-            await replica.stop_alone(self.config.supervisor.shutdown_timeout)
-        else:
-            replica.wake()
-        with anyio.move_on_after(self.drain_timeout + 5.0):
-            await respawned.wait()
-        return replica.status()
+            if r.want in ("stop", "remove") or r.state in (
+                ReplicaState.EXITED,
+                ReplicaState.STOPPED,
+            ):
+                continue
+            if not (r.state is ReplicaState.RUNNING and r.ready):
+                return False
+        return not self.stopping
 
     def managed_pids(self) -> set[int]:
         """Pids of running replicas (their own waiters reap them)."""
         return {r.child.pid for r in self.replicas if r.child is not None and r.alive}
 
-    # -- internals ----------------------------------------------------------
-    def _output_closed(self, stream: str, why: str) -> None:
-        with contextlib.suppress(OSError, ValueError):  # stderr may be the closed one
-            self.log.warning(
-                "output_closed",
-                stream=stream,
-                reason=f"{why}; replica output to {stream} is dropped from now on, "
-                "the replicas keep running",
-            )
+    def _targets(self, name_or_group: str) -> list[Replica]:
+        group = self.groups.get(name_or_group)
+        if group is not None:
+            return group.active()
+        for r in self.replicas:
+            if r.name == name_or_group and r.want != "remove":
+                return [r]
+        known = ", ".join([*self.groups, *(r.name for r in self.replicas[:20])])
+        raise UnknownReplicaError(f"no replica or group named {name_or_group!r} (known: {known})")
 
-    def prefix_for(self, replica: Replica, pid: int) -> bytes:
+    def _group(self, name: str) -> GroupRunner:
+        group = self.groups.get(name)
+        if group is None:
+            raise UnknownGroupError(
+                f"no group named {name!r} (groups: {', '.join(self.groups) or 'none'})"
+            )
+        return group
+
+    def _check_running(self) -> None:
+        if self.stopping or self._stop_requested.is_set():
+            raise StoppingError("the supervisor is stopping")
+        if self._tg is None:
+            raise NotRunningError("the supervisor is not running (start it first)")
+
+    # -- operations -------------------------------------------------------------
+    async def signal(self, name: str, signum: int | str) -> None:
+        """Send a signal to each named replica's process group."""
+        sig = parse_signal(signum) if isinstance(signum, str) else signum
+        targets = self._targets(name)
+        sent = [r for r in targets if r.send(int(sig))]
+        if not sent:
+            states = ", ".join(f"{r.name} {r.state.value}" for r in targets)
+            raise NotRunningError(f"no running replica to signal in {name!r} ({states})")
+
+    async def scale(self, group: str, n: int) -> None:
+        """Run ``n`` replicas of ``group`` from now on; returns once they are started/gone.
+
+        Up: new replicas take free places (NoFreePlaceError, nothing changed,
+        when a bound group has too few). Down: the highest indexes stop for
+        good and give their places back.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"replicas must be an integer >= 0, got {n!r}")
+        self._check_running()
+        runner = self._group(group)
+        before = set(runner.replicas.values())
+        runner.scale_to(n)
+        self.log.info("group_scaled", group=group, replicas=n)
+        added = [r for r in runner.replicas.values() if r not in before]
+        removed = [r for r in before if r.want == "remove"]
+        with anyio.move_on_after(self._op_timeout()):
+            for r in added:
+                await r.settled.wait()
+            for r in removed:
+                await r.finished.wait()
+
+    async def start_replica(self, name: str) -> None:
+        """Start stopped (or finished) replicas of a name or group again."""
+        self._check_running()
+        targets = self._targets(name)
+        waiting = []
+        for r in targets:
+            if r.state is ReplicaState.STOPPED:
+                r.settled = anyio.Event()
+                r.request("run")
+                waiting.append(r)
+            elif r.state is ReplicaState.EXITED:
+                r.want = "run"
+                r.settled = anyio.Event()
+                self.groups[r.plan.group].relaunch(r)
+                waiting.append(r)
+            elif r.want == "stop":
+                r.request("run")
+        with anyio.move_on_after(self._op_timeout()):
+            for r in waiting:
+                await r.settled.wait()
+
+    async def stop_replica(self, name: str) -> None:
+        """Stop replicas for good (stop signal, grace, tree kill); they keep their place."""
+        self._check_running()
+        targets = self._targets(name)
+        for r in targets:
+            r.request("stop", timeout=self.config.supervisor.shutdown_timeout)
+        with anyio.move_on_after(self._op_timeout()):
+            for r in targets:
+                while not (
+                    r.state in (ReplicaState.STOPPED, ReplicaState.FAILED)
+                    or (r.state.terminal and not r.alive)
+                ):
+                    await self._wait_change()
+
+    async def restart(
+        self, name: str, *, rolling: bool = False
+    ) -> ReplicaStatus | list[ReplicaStatus]:
+        """Restart a replica or a group; return once each successor was spawned.
+
+        ``rolling``: one replica at a time, each successor ready before the next
+        one stops; a successor that fails stops the roll (RollingRestartError)
+        and leaves the rest running. An operator's restart is not a failure:
+        it does not count toward ``max_restarts``.
+        """
+        self._check_running()
+        single = name not in self.groups
+        targets = self._targets(name)
+        for r in targets:
+            if r.state.terminal and r.state is ReplicaState.FAILED:
+                raise NotRunningError(f"replica {r.name!r} has failed; it cannot restart")
+        if rolling:
+            for r in targets:
+                await self._replace(r)
+        else:
+            marks = {r: r.spawns for r in targets}
+            for r in targets:
+                self._request_restart(r)
+            with anyio.move_on_after(self._op_timeout()):
+                for r, mark in marks.items():
+                    while r.spawns == mark and not r.state.terminal and not self.stopping:
+                        await self._wait_change()
+        statuses = [r.status() for r in targets]
+        return statuses[0] if single else statuses
+
+    def _request_restart(self, r: Replica) -> None:
+        if r.state is ReplicaState.EXITED:
+            r.want = "run"
+            self.groups[r.plan.group].relaunch(r)
+        else:
+            r.request("restart", timeout=self.config.supervisor.shutdown_timeout)
+
+    async def _replace(self, r: Replica) -> None:
+        """Restart ``r`` and wait for its successor to be ready; raise when it is not."""
+        mark = r.spawns
+        self._request_restart(r)
+        limit = self._op_timeout() + float(getattr(r.config, "ready_timeout", 60.0))
+        with anyio.move_on_after(limit):
+            while not self.stopping:
+                if r.spawns > mark and r.state is ReplicaState.RUNNING and r.ready:
+                    return
+                if r.spawns > mark and r.state in (
+                    ReplicaState.BACKOFF,
+                    ReplicaState.FAILED,
+                    ReplicaState.EXITED,
+                    ReplicaState.STOPPED,
+                ):
+                    break
+                await self._wait_change()
+        raise RollingRestartError(
+            f"replica {r.name!r} did not come back ready ({r.state.value}"
+            + (f", {r.last_exit}" if r.last_exit else "")
+            + "); the rolling restart stopped there and the rest keep running"
+        )
+
+    async def reload(self, config: Config | None = None) -> None:
+        """Apply a new config: removed groups stop, added ones start, changed ones roll.
+
+        ``None`` reads the file the current config came from again. An invalid
+        config raises ConfigError and changes nothing (one ``reload_failed``).
+        A group whose only change is ``replicas`` is scaled; every other
+        replica keeps running untouched (same pid).
+        """
+        self._check_running()
+        async with self._reloading:
+            try:
+                if config is None:
+                    from .config import load_config
+
+                    config = await anyio.to_thread.run_sync(load_config, self.config.source)
+                plan = await anyio.to_thread.run_sync(self._build_plan, config)
+            except ConfigError as exc:
+                self.log.error("reload_failed", error=str(exc))
+                raise
+            self.log.info("reload_started", source=config.source)
+            self._log_warnings(plan.warnings)
+            await self._apply(config, plan)
+            self.log.info("reload_complete", groups=len(self.groups))
+
+    async def _apply(self, new: Config, plan: LaunchPlan) -> None:
+        old = self.config
+        assert plan.planner is not None
+        planner = plan.planner
+        allocator = PlaceAllocator(planner.places)
+        topology_same = new.topology == old.topology
+        old_specs = {g.name: g for g in old.groups}
+        unchanged: list[tuple[GroupRunner, GroupConfig]] = []
+        changed: list[tuple[GroupRunner, GroupConfig]] = []
+        added: list[GroupConfig] = []
+        for gc in new.groups:
+            runner = self.groups.get(gc.name)
+            if runner is None:
+                added.append(gc)
+            elif _same_spec(old_specs[gc.name], gc) and (topology_same or not gc.bind):
+                unchanged.append((runner, gc))
+            else:
+                changed.append((runner, gc))
+        removed = [g for name, g in self.groups.items() if name not in {g.name for g in new.groups}]
+        # Kept replicas hold on to their places in the new allocator first.
+        for runner, gc in [*unchanged, *changed]:
+            for r in runner.replicas.values():
+                place = r.plan.place
+                if place is not None and r.want != "remove" and planner.binds(gc):
+                    allocator.claim(place, r.name)
+        self.config = new
+        self._planner, self._allocator = planner, allocator
+        for runner, _ in [*unchanged, *changed]:
+            runner.planner, runner.allocator = planner, allocator
+        for runner in removed:
+            for r in runner.replicas.values():
+                r.request("remove", timeout=new.supervisor.shutdown_timeout)
+        for runner, gc in unchanged:
+            runner.config = gc
+            if len(runner.active()) != gc.replicas:
+                runner.scale_to(gc.replicas)
+        for gc in added:
+            runner = await self._add_group(gc, planner, allocator)
+            runner.scale_to(gc.replicas)
+        for runner, gc in changed:
+            await self._roll_group(runner, gc)
+        for runner in removed:
+            with anyio.move_on_after(self._op_timeout()):
+                for r in list(runner.replicas.values()):
+                    await r.finished.wait()
+            runner.close()
+            del self.groups[runner.name]
+        self._poke()
+
+    async def _roll_group(self, runner: GroupRunner, gc: GroupConfig) -> None:
+        """Replace a changed group's replicas one at a time, on their places."""
+        old_binds = runner.planner.binds(runner.config) if runner.config else False
+        runner.config = gc
+        runner.budget.__init__(gc)  # type: ignore[misc]
+        keep = [r for r in runner.active() if r.index < gc.replicas]
+        for r in keep:
+            place = r.plan.place
+            binds = runner.planner.binds(gc)
+            if binds and (place is None or runner.allocator.holder(place) != r.name):
+                place = runner.allocator.take(r.name)
+            elif not binds:
+                if place is not None and old_binds:
+                    runner.allocator.give(place)
+                place = None
+            r.plan = runner.planner.replica(gc, r.index, gc.replicas, place)
+            r.config = gc
+            r.stop_signal = parse_signal(gc.stop_signal)
+            if r.state in (ReplicaState.STOPPED, ReplicaState.EXITED, ReplicaState.FAILED):
+                continue  # takes the new plan when it next starts
+            await self._replace(r)
+        runner.scale_to(gc.replicas)
+
+    async def _add_group(
+        self, gc: GroupConfig, planner: Planner, allocator: PlaceAllocator
+    ) -> GroupRunner:
+        assert self._tg is not None
+        runner = GroupRunner(self, gc, planner, allocator)
+        await self._tg.start(runner.run)
+        self.groups[gc.name] = runner
+        return runner
+
+    def _op_timeout(self) -> float:
+        return self.config.supervisor.shutdown_timeout + KILL_WAIT + self.drain_timeout
+
+    # -- what groups and replicas ask of the supervisor -------------------------
+    def shutdown_timeout(self) -> float:
+        return self.config.supervisor.shutdown_timeout
+
+    def next_color(self) -> int:
+        self._colors += 1
+        return self._colors - 1
+
+    def prefix(self, replica: Replica, pid: int) -> bytes:
         if not self.sink.prefixed:
             return b""
         return make_prefix(replica.name, pid, replica.color_index if self._color else None)
 
-    def spawn_task(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        assert self._tg is not None
-        self._tg.start_soon(fn, *args)
+    async def write(self, replica: Replica, pid: int, stream: Stream, data: bytes) -> None:
+        if self.history is not None:
+            self.history.record(replica.name, stream, data)
+        await self.sink.write(replica.name, pid, stream, data)
 
-    def replica_finished(self, replica: Replica) -> None:
-        self._live -= 1
-        if self._live == 0:
-            self._all_finished.set()
+    async def flushed(self, stream: Stream) -> None:
+        if isinstance(self.sink, StreamSink):
+            await self.sink.drain(stream)
+
+    async def stop_requested(self) -> None:
+        await self._stop_requested.wait()
+
+    async def dependencies_ready(self, group: GroupRunner) -> None:
+        """Wait until every group this one comes ``after`` is ready (start order)."""
+        after = tuple(getattr(group.config, "after", ()))
+        while not all(self._satisfied(name) for name in after):
+            await self._wait_change()
+
+    def _satisfied(self, name: str) -> bool:
+        runner = self.groups.get(name)
+        if runner is None:
+            return True
+        active = runner.active()
+        return bool(active) and all(
+            (r.state is ReplicaState.RUNNING and r.ready)
+            or (r.state is ReplicaState.EXITED and r.last_returncode == 0)
+            for r in active
+        )
+
+    def changed(self, replica: Replica) -> None:
+        """A replica moved: keep the counts that decide settling and finishing."""
+        if replica.settled.is_set():
+            self._unsettled.discard(replica)
+        else:
+            self._unsettled.add(replica)
+        if replica.finished.is_set():
+            self._not_done.discard(replica)
+        else:
+            self._not_done.add(replica)
+        self._poke()
+        if (
+            not self._not_done
+            and not self.stopping
+            and self._tg is not None
+            and any(r.state.terminal for r in self.replicas)
+        ):
+            self._end.set()  # every replica is done: the supervisor's work is over
+
+    def _poke(self) -> None:
+        change, self._state_change = self._state_change, anyio.Event()
+        change.set()
+
+    async def _wait_change(self) -> None:
+        await self._state_change.wait()
 
     def escalate(self, replica: Replica, cause: str, reason: str) -> None:
         self.exit_status = EXIT_ESCALATED
+        self.escalations += 1
         self.log.error(
             "group_escalated",
             group=replica.plan.group,
@@ -310,117 +634,165 @@ class Supervisor:
         )
         self.request_stop()
 
-    async def _run(self, plan: LaunchPlan, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        """``_main``, then end ``lines()`` however it ended."""
+    def verify(self, replica: Replica) -> None:
+        """Read back where a bound replica's threads may run; report drift once each."""
+        verifier = self._get_verifier()
+        if verifier is None or replica.pid is None or not replica.plan.cpus:
+            return
         try:
-            await self._main(plan, task_status=task_status)
-        finally:
-            if self._channel is not None:
-                self._channel.close()
+            verdict, found = verifier.check(
+                replica.name,
+                replica.pid,
+                replica.plan.cpus,
+                replica.plan.nodes,
+                _binds_memory(replica.plan.argv),
+            )
+        except OSError:
+            return
+        replica.placement = verdict
+        for m in found:
+            self.log.warning(
+                "placement_mismatch",
+                replica=replica.name,
+                pid=m.pid,
+                tid=m.tid,
+                thread=m.thread,
+                cpus=_cpulist(m.cpus),
+                place=_cpulist(replica.plan.cpus),
+            )
 
-    async def _main(
-        self, plan: LaunchPlan, *, task_status: Any = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    def _verify_all(self) -> None:
+        for r in self.replicas:
+            if r.plan.cpus and r.alive:
+                self.verify(r)
+
+    def _get_verifier(self) -> Any:
+        if self._verifier is None:
+            try:
+                from .verify import Verifier
+            except ImportError:
+                self._verifier = False
+            else:
+                self._verifier = Verifier()
+        return self._verifier or None
+
+    def _output_closed(self, stream: str, why: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # stderr may be the closed one
+            self.log.warning(
+                "output_closed",
+                stream=stream,
+                reason=f"{why}; replica output to {stream} is dropped from now on, "
+                "the replicas keep running",
+            )
+
+    # -- the main task -------------------------------------------------------------
+    async def _main(self, plan: LaunchPlan, task_status: Any) -> None:
         try:
             # Shielded: the host's cancel scopes end the host's code, not the
             # replicas; they stop through stop(), which __aexit__ always calls.
             with anyio.CancelScope(shield=True):
-                await self._supervise_all(plan, task_status=task_status)
+                await self._supervise(plan, task_status)
         except BaseException:
             # An engine bug or a host cancellation: never leave a replica behind.
             for r in self.replicas:
                 r.kill()
             raise
-        finally:
-            self._finished.set()
 
-    async def _supervise_all(self, plan: LaunchPlan, *, task_status: Any) -> None:
+    async def _supervise(self, plan: LaunchPlan, task_status: Any) -> None:
+        planner = plan.planner or Planner(self.config, environ=self._environ)
+        allocator = PlaceAllocator(planner.places)
+        self._planner, self._allocator = planner, allocator
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            by_name = {g.name: _Group(self, g) for g in self.config.groups}
-            self.groups = list(by_name.values())
-            for color, rp in enumerate(plan.replicas):
-                group = by_name[rp.group]
-                replica = Replica(self, group, rp, color)
-                group.replicas.append(replica)
-                self.replicas.append(replica)
-            self._live = len(self.replicas)
-            if not self.replicas:
-                self._all_finished.set()
-            tg.start_soon(self._watch_stop)
-            for replica in self.replicas:
+            for gc in self.config.groups:
+                await self._add_group(gc, planner, allocator)
+            for rp in plan.replicas:
+                if rp.place is not None:
+                    allocator.claim(rp.place, rp.name)
+                runner = self.groups[rp.group]
+                runner.desired += 1
                 if self._stop_requested.is_set():
-                    replica.state = ReplicaState.EXITED
-                    self.replica_finished(replica)
                     continue
-                error = replica.start()
-                tg.start_soon(replica.supervise, error)
+                self._unsettled.add(runner.add(rp))
+            tg.start_soon(self._watch_stop)
+            if not self.replicas:
+                self._end.set()
+            async with anyio.create_task_group() as wait:
+
+                async def settled() -> None:
+                    while self._unsettled:
+                        await self._wait_change()
+                    wait.cancel_scope.cancel()
+
+                async def stopped() -> None:
+                    await self._stop_requested.wait()
+                    wait.cancel_scope.cancel()
+
+                wait.start_soon(settled)
+                wait.start_soon(stopped)
             task_status.started()
-            await self._all_finished.wait()
-            with anyio.CancelScope(shield=True):
-                if self._stop_requested.is_set():
-                    await self._shutdown_done.wait()
-                await self._final_drain()
+            await self._end.wait()
+            if self._stop_requested.is_set():
+                await self._shutdown_done.wait()
+            await self._final_drain()
+            for runner in self.groups.values():
+                runner.close()
             tg.cancel_scope.cancel()
+        self._tg = None
 
     async def _watch_stop(self) -> None:
-        async with anyio.create_task_group() as tg:
-
-            async def done() -> None:
-                await self._all_finished.wait()
-                tg.cancel_scope.cancel()
-
-            async def stop() -> None:
-                await self._stop_requested.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(done)
-            tg.start_soon(stop)
-        if self._stop_requested.is_set():
-            with anyio.CancelScope(shield=True):
-                await self._shutdown()
+        await self._stop_requested.wait()
+        await self._shutdown()
         self._shutdown_done.set()
+        self._end.set()
+
+    def _stop_layers(self) -> list[list[GroupRunner]]:
+        """Groups in stop order: those nothing else comes after stop first."""
+        remaining = dict(self.groups)
+        layers: list[list[GroupRunner]] = []
+        while remaining:
+            needed = {d for g in remaining.values() for d in getattr(g.config, "after", ())}
+            layer = [g for name, g in remaining.items() if name not in needed]
+            if not layer:  # a cycle cannot pass config checks; stop the rest together
+                layer = list(remaining.values())
+            layers.append(layer)
+            for g in layer:
+                del remaining[g.name]
+        return layers
 
     async def _shutdown(self) -> None:
-        """Phase 1 stop signal; 2 one shared deadline; 3 SIGKILL trees; 4 reap."""
+        """Stop signal in reverse start order, one shared deadline, then SIGKILL of the trees."""
         self.stopping = True
         timeout = self.config.supervisor.shutdown_timeout
+        deadline = anyio.current_time() + timeout
         live = [r for r in self.replicas if r.alive]
         self.log.info("shutdown_started", replicas=len(live), timeout=timeout)
-        for r in self.replicas:
-            r.wake()
-        for r in live:
-            r.begin_stop()
-        with anyio.move_on_after(timeout):
-            async with anyio.create_task_group() as tg:
+        assert self._tg is not None
+        self._tg.start_soon(self._abandon_output_at, deadline + OUTPUT_GRACE)
 
-                async def forced() -> None:
-                    await self._force.wait()
-                    tg.cancel_scope.cancel()
+        async def forced() -> None:
+            await self._force.wait()
+            for r in self.replicas:
+                r.stop_by(anyio.current_time(), grace=0.0, forced=True)
 
-                async def all_gone() -> None:
-                    for r in live:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(forced)
+            for layer in self._stop_layers():
+                members = [r for g in layer for r in g.replicas.values()]
+                for r in members:
+                    r.stop_by(deadline, grace=timeout, forced=self._force.is_set())
+                with anyio.move_on_after(max(0.0, deadline - anyio.current_time()) + KILL_WAIT):
+                    for r in members:
                         await r.wait_gone()
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(forced)
-                tg.start_soon(all_gone)
+            tg.cancel_scope.cancel()
         for r in self.replicas:
-            if r.kill():
-                why = (
-                    "second stop request"
-                    if self._force.is_set()
-                    else f"ignored {r.stop_signal.name} for {timeout:g} s"
-                )
-                self.log.warning(
-                    "replica_killed",
-                    replica=r.name,
-                    pid=r.child.pid if r.child else None,
-                    reason=f"{why}; sent SIGKILL to its process tree",
-                )
-        with anyio.move_on_after(KILL_WAIT):
-            for r in live:
-                await r.wait_gone()
+            # Descendants that left the process group, remembered at the stop signal.
+            r.kill()
+
+    async def _abandon_output_at(self, when: float) -> None:
+        await anyio.sleep(max(0.0, when - anyio.current_time()))
+        if isinstance(self.sink, StreamSink):
+            self.sink.abandon()
 
     async def _final_drain(self) -> None:
         """Let the last lines through (bounded), then report completion."""
@@ -429,5 +801,46 @@ class Supervisor:
         with anyio.move_on_after(self.drain_timeout):
             for r in self.replicas:
                 await r.wait_drained()
+        dropped = 0
+        if isinstance(self.sink, StreamSink):
+            if self.stopping:
+                dropped = self.sink.abandon() if self._sink_stalled() else self.sink.dropped
+            with anyio.move_on_after(self.drain_timeout):
+                for stream in ("stdout", "stderr"):
+                    await self.sink.drain(stream)
+        with anyio.move_on_after(self.drain_timeout):
+            for r in self.replicas:
+                await r.finished.wait()  # each replica's last state is recorded
         if self.stopping:
-            self.log.info("shutdown_complete", exit_status=self.exit_status)
+            fields: dict[str, object] = {"exit_status": self.exit_status}
+            if dropped:
+                fields["output_dropped_bytes"] = dropped
+            self.log.info("shutdown_complete", **fields)
+
+    def _sink_stalled(self) -> bool:
+        return any(not r._drained.is_set() for r in self.replicas if r.child is not None)
+
+
+def _same_spec(a: GroupConfig, b: GroupConfig) -> bool:
+    """Equal but for ``replicas``: such a group is scaled, not replaced."""
+    from dataclasses import replace
+
+    return replace(a, replicas=b.replicas) == b
+
+
+def _binds_memory(argv: Sequence[str]) -> bool:
+    return any(a.startswith(("--membind=", "--preferred=")) for a in argv[:6])
+
+
+def _cpulist(cpus: Any) -> str:
+    from topology import format_cpulist
+
+    return format_cpulist(sorted(cpus))
+
+
+def _new_history() -> Any:
+    try:
+        from .history import OutputHistory
+    except ImportError:
+        return None
+    return OutputHistory()

@@ -26,7 +26,7 @@ class NoFreePlaceError(SupervisorError):
     """A bound group asked for more places than are free; nothing changed."""
 
 
-class NotRunningError(SupervisorError):
+class NotRunningError(SupervisorError, ProcessLookupError):
     """The replica is not running (it cannot take a signal now)."""
 
 

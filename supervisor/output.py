@@ -1,16 +1,18 @@
 """Where forwarded output goes: byte streams, or records for a host app.
 
 Writes to the streams are whole prefixed blocks, so lines of different
-replicas never interleave inside a line. A blocking write holds the loop,
-which is the backpressure: the replicas' pipes fill and they block, and no
-buffer of ours grows.
+replicas never interleave inside a line. The blocking writes happen in a
+writer thread; its bounded queue is the backpressure: when it is full the
+replicas' pipes fill and they block, and no buffer of ours grows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import os
+import select
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from typing import BinaryIO, Literal, Protocol, TextIO
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .writer import ThreadedWriter
 
 Stream = Literal["stdout", "stderr"]
 
@@ -63,7 +67,13 @@ def make_prefix(name: str, pid: int, color_index: int | None) -> bytes:
 
 
 class StreamSink:
-    """Prefixed bytes to a pair of streams (default: this process's stdout/stderr)."""
+    """Prefixed bytes to a pair of streams (default: this process's stdout/stderr).
+
+    Each stream is written by its own thread (``writer.ThreadedWriter``), so a
+    stalled reader never blocks the event loop: ``write`` waits only while a
+    bounded queue is full, which slows the replicas through their pipes.
+    ``abandon()`` at the stop deadline drops what is left and counts it.
+    """
 
     prefixed = True
 
@@ -74,27 +84,100 @@ class StreamSink:
         *,
         on_closed: Callable[[Stream, str], None] | None = None,
     ) -> None:
-        self._targets: dict[Stream, BinaryIO | _TextTarget | int | None] = {
+        self._targets: dict[Stream, BinaryIO | _TextTarget | int] = {
             "stdout": _binary(stdout if stdout is not None else sys.stdout),
             "stderr": _binary(stderr if stderr is not None else sys.stderr),
         }
+        self._writers: dict[Stream, ThreadedWriter] = {}
         self._on_closed = on_closed
 
+    def _writer(self, stream: Stream) -> ThreadedWriter:
+        writer = self._writers.get(stream)
+        if writer is None:
+            target = self._targets[stream]
+            sink = _fd_sink(target) if isinstance(target, int) else _stream_sink(target)
+
+            def closed(why: str) -> None:
+                # Called in the writer thread: the reader went away (`serve | head`)
+                # or the host closed the stream. The replicas matter more than
+                # their display, so supervision goes on and this stream is dropped.
+                if self._on_closed is not None:
+                    self._on_closed(stream, why)
+
+            writer = ThreadedWriter(sink, name=f"placevisor-{stream}", on_error=closed)
+            self._writers[stream] = writer
+        return writer
+
     async def write(self, replica: str, pid: int, stream: Stream, data: bytes) -> None:
-        target = self._targets[stream]
-        try:
-            if isinstance(target, int):
-                await _write_fd(target, data)
-            elif target is not None:
-                target.write(data)
-                target.flush()
-        except (BrokenPipeError, ValueError) as exc:
-            # The reader went away (`serve ... | head`) or the host closed the
-            # stream: the replicas matter more than their display, so keep
-            # supervising, keep draining their pipes, and drop that stream.
-            self._targets[stream] = None
-            if self._on_closed is not None:
-                self._on_closed(stream, str(exc) or type(exc).__name__)
+        await self._writer(stream).write(data)
+
+    async def drain(self, stream: Stream) -> None:
+        """Wait until this stream's queued output was written (or dropped)."""
+        writer = self._writers.get(stream)
+        if writer is not None:
+            await writer.drain()
+
+    def write_nowait(self, stream: Stream, data: bytes) -> None:
+        """For the supervisor's own log lines: queued in order with replica output."""
+        self._writer(stream).write_nowait(data)
+
+    def abandon(self) -> int:
+        """Drop unwritten output (the stop deadline passed); total bytes dropped."""
+        return sum(w.abandon() for w in self._writers.values())
+
+    @property
+    def dropped(self) -> int:
+        return sum(w.dropped for w in self._writers.values())
+
+    def flush(self, timeout: float) -> bool:
+        """Wait (blocking, outside the loop) for every queued byte to be written."""
+        return all(w.flush(timeout) for w in self._writers.values())
+
+    def close(self, timeout: float = 1.0) -> None:
+        for writer in self._writers.values():
+            writer.close(timeout)
+        self._writers.clear()
+
+    def log_stream(self, stream: Stream = "stderr") -> _LogStream:
+        """A text stream for structlog whose lines join this sink's queue."""
+        return _LogStream(self, stream)
+
+
+class _LogStream:
+    """``write``/``flush`` for structlog's PrintLogger, never blocking."""
+
+    def __init__(self, sink: StreamSink, stream: Stream) -> None:
+        self._sink = sink
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._sink.write_nowait(self._stream, text.encode("utf-8", "surrogateescape"))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _fd_sink(fd: int) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:  # someone made the fd non-blocking: wait for room
+                select.select([], [fd], [])
+                continue
+            view = view[n:]
+
+    return write
+
+
+def _stream_sink(target: BinaryIO | _TextTarget) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        target.write(data)
+        target.flush()
+
+    return write
 
 
 class RecordSink:
@@ -152,7 +235,8 @@ class ChannelSink:
 def _binary(stream: TextIO | BinaryIO) -> BinaryIO | _TextTarget | int:
     """The raw fd when the stream is this process's own stdout/stderr (fastest)."""
     if stream is sys.__stdout__ or stream is sys.__stderr__:
-        stream.flush()
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
         return int(stream.fileno())
     if isinstance(stream, io.TextIOBase) or hasattr(stream, "buffer"):
         return _TextTarget(stream)  # type: ignore[arg-type]
@@ -181,14 +265,3 @@ class _TextTarget:
 
     def flush(self) -> None:
         (self._text if self._buffer is None else self._buffer).flush()
-
-
-async def _write_fd(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            await anyio.wait_writable(fd)
-            continue
-        view = view[n:]

@@ -14,7 +14,8 @@ from typing import Literal
 
 from topology import Place, Topology, TopologyError, format_cpulist, omp_env, wrapper_argv
 
-from .config import Config, ConfigError, expand_placeholders, placeholder_values
+from .allocator import PlaceAllocator
+from .config import Config, ConfigError, GroupConfig, expand_placeholders, placeholder_values
 
 Probe = Callable[[Sequence[str]], str | None]
 Memory = Literal["bind", "preferred", "off"]
@@ -36,14 +37,20 @@ class ReplicaPlan:
     cwd: str  # absolute
     cpus: tuple[int, ...]
     nodes: tuple[int, ...]
+    place: Place | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LaunchPlan:
-    """Every replica in start order, plus what the planner had to give up on."""
+    """Every replica in start order, plus what the planner had to give up on.
+
+    ``planner`` plans replicas the static plan does not hold yet (scale-up,
+    reload); it carries the places and the wrapper decided once, up front.
+    """
 
     replicas: tuple[ReplicaPlan, ...]
     warnings: tuple[str, ...] = ()
+    planner: Planner | None = None
 
     def group(self, name: str) -> tuple[ReplicaPlan, ...]:
         """The replicas of group ``name`` in index order."""
@@ -67,45 +74,84 @@ def build_plan(
     live (not dumped) topology with more than one node.
     Raises ConfigError, topology problems included (as ``<file>: topology: ...``).
     """
-    inherited = {k: v for k, v in environ.items() if not k.startswith(PRIVATE_PREFIX)}
-    places = _places(config, topology, inherited)
-    assignment = _assign(config, places)
-    warnings: list[str] = []
-    # A dump describes another machine: probing this kernel would say nothing about it.
-    live_probe = None if config.topology.lscpu else probe
-    wrap = _wrapper(config, assignment, which, live_probe, warnings, places.multi_node)
+    planner = Planner(config, topology=topology, environ=environ, which=which, probe=probe)
+    allocator = PlaceAllocator(planner.places)
     replicas = []
-    for group in config.groups:
-        cwd = str((config.base_dir / group.cwd).resolve())
-        for index in range(group.replicas):
-            values = placeholder_values(group.name, index, group.replicas)
-            added = {k: expand_placeholders(v, values) for k, v in group.env.items()}
-            added |= {
-                "SUPERVISOR_GROUP": group.name,
-                "SUPERVISOR_NAME": values["name"],
-                "SUPERVISOR_INDEX": values["index"],
-                "SUPERVISOR_REPLICAS": values["replicas"],
-            }
-            command = tuple(expand_placeholders(arg, values) for arg in group.command)
-            place = assignment.get((group.name, index))
-            prefix: tuple[str, ...] = ()
-            if place is not None:
-                added |= omp_env(place, config.topology.reserved_cpus)
-                prefix = tuple(wrap(place))
-            replicas.append(
-                ReplicaPlan(
-                    name=values["name"],
-                    group=group.name,
-                    index=index,
-                    argv=prefix + command,
-                    env=inherited | added,
-                    env_added=added,
-                    cwd=cwd,
-                    cpus=place.cpus if place else (),
-                    nodes=place.nodes if place else (),
-                )
+    for i, group in enumerate(config.groups):
+        if planner.binds(group) and group.replicas > allocator.free_count():
+            raise config.error(
+                f"group[{i}].replicas",
+                _shortage(config, group.replicas, allocator, planner.places),
             )
-    return LaunchPlan(replicas=tuple(replicas), warnings=tuple(warnings))
+        for index in range(group.replicas):
+            place = allocator.take(f"{group.name}_{index}") if planner.binds(group) else None
+            replicas.append(planner.replica(group, index, group.replicas, place))
+    return LaunchPlan(replicas=tuple(replicas), warnings=planner.warnings, planner=planner)
+
+
+class Planner:
+    """The decisions made once per config: places, wrapper, memory policy.
+
+    Planning one replica is then pure and cheap, so the engine can plan a
+    scale-up or a reload's new replicas inside its loop.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        topology: Topology | None = None,
+        environ: Mapping[str, str],
+        which: Callable[[str], str | None] = shutil.which,
+        probe: Probe | None = None,
+    ) -> None:
+        self.config = config
+        self.inherited = {k: v for k, v in environ.items() if not k.startswith(PRIVATE_PREFIX)}
+        found = _places(config, topology, self.inherited)
+        self.places: tuple[Place, ...] = found.places
+        warnings: list[str] = []
+        # A dump describes another machine: probing this kernel would say nothing about it.
+        live_probe = None if config.topology.lscpu else probe
+        bound = any(g.bind for g in config.groups) and bool(found.places)
+        self._wrap = _wrapper(
+            config, bound, found.places, which, live_probe, warnings, found.multi_node
+        )
+        self.warnings = tuple(warnings)
+
+    def binds(self, group: GroupConfig) -> bool:
+        return group.bind and self.config.topology.strategy != "none"
+
+    def replica(
+        self, group: GroupConfig, index: int, replicas: int, place: Place | None
+    ) -> ReplicaPlan:
+        """How replica ``index`` of ``group`` runs on ``place`` (None: unbound)."""
+        config = self.config
+        cwd = str((config.base_dir / group.cwd).resolve())
+        values = placeholder_values(group.name, index, replicas)
+        added = {k: expand_placeholders(v, values) for k, v in group.env.items()}
+        added |= {
+            "SUPERVISOR_GROUP": group.name,
+            "SUPERVISOR_NAME": values["name"],
+            "SUPERVISOR_INDEX": values["index"],
+            "SUPERVISOR_REPLICAS": values["replicas"],
+        }
+        command = tuple(expand_placeholders(arg, values) for arg in group.command)
+        prefix: tuple[str, ...] = ()
+        if place is not None:
+            added |= omp_env(place, config.topology.reserved_cpus)
+            prefix = tuple(self._wrap(place))
+        return ReplicaPlan(
+            name=values["name"],
+            group=group.name,
+            index=index,
+            argv=prefix + command,
+            env=self.inherited | added,
+            env_added=added,
+            cwd=cwd,
+            cpus=place.cpus if place else (),
+            nodes=place.nodes if place else (),
+            place=place,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,26 +191,12 @@ def _places(config: Config, given: Topology | None, environ: Mapping[str, str]) 
     return _Places(places, len(topo.nodes) > 1)
 
 
-def _assign(config: Config, places: _Places) -> dict[tuple[str, int], Place]:
-    """Bound groups take places in config order, then index order."""
-    if config.topology.strategy == "none":
-        return {}
-    free = list(places.places)
-    assignment: dict[tuple[str, int], Place] = {}
-    for i, group in enumerate(config.groups):
-        if not group.bind:
-            continue
-        if group.replicas > len(free):
-            problem = _shortage(config, group.replicas, free, places)
-            raise config.error(f"group[{i}].replicas", problem)
-        for index in range(group.replicas):
-            assignment[(group.name, index)] = free.pop(0)
-    return assignment
-
-
-def _shortage(config: Config, wanted: int, free: list[Place], places: _Places) -> str:
+def _shortage(
+    config: Config, wanted: int, allocator: PlaceAllocator, places: tuple[Place, ...]
+) -> str:
     strategy = config.topology.strategy
-    total = len(places.places)
+    total = len(places)
+    free = [p for p in places if allocator.holder(p) is None]
     shown = "; ".join(f"CPUs {p.cpulist}" for p in free[:4]) + ("; ..." if len(free) > 4 else "")
     if total == 0:
         given = f'strategy "{strategy}" gives no place'
@@ -183,14 +215,15 @@ def _shortage(config: Config, wanted: int, free: list[Place], places: _Places) -
 
 def _wrapper(
     config: Config,
-    assignment: Mapping[tuple[str, int], Place],
+    bound: bool,
+    places: tuple[Place, ...],
     which: Callable[[str], str | None],
     probe: Probe | None,
     warnings: list[str],
     multi_node: bool,
 ) -> Callable[[Place], list[str]]:
     """Decide the memory policy once and return the per-place wrapper builder."""
-    if not assignment:
+    if not bound:
         return lambda place: []
     numa = config.topology.numa
     numactl = "numactl" if which("numactl") is not None else None
@@ -217,7 +250,7 @@ def _wrapper(
     if numa == "auto":
         memory = "bind" if multi_node else "off"
         if memory == "bind" and probe is not None:
-            refusal = _probe_all(assignment.values(), probe)
+            refusal = _probe_all(places, probe)
             if refusal is not None:
                 memory = "off"
                 warnings.append(

@@ -199,6 +199,7 @@ def spawn(
     user: str | None = None,
     group: str | None = None,
     umask: int | None = None,
+    fds: Sequence[int] = (),
 ) -> Child:
     """Start ``argv`` under the parent-death wrapper in a new session.
 
@@ -230,6 +231,7 @@ def spawn(
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=tuple(fds),
                 umask=-1 if umask is None else umask,
                 user=uid,
                 group=gid,

@@ -1,7 +1,11 @@
-"""One replica: spawn, forward output, await exit, and follow the restart policy.
+"""One replica: its lifecycle task, its process, its output pumps.
 
-Each replica is one task and one state machine. Its place (CPUs, nodes, env)
-comes from its ``ReplicaPlan`` and is kept across restarts.
+A replica runs its lifecycle (``state.py``) in one task. It reports what
+happened — spawned, ready, exited with this code — and its group decides
+what follows (restart, done, escalate); it never reaches into the group's or
+the supervisor's internals. Requests from outside (stop, restart, start,
+remove) are stored as its ``want`` and a stop deadline, then a change event
+wakes the task; the task reads them whenever it decides, so none is lost.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -23,13 +27,11 @@ from topology import format_cpulist
 from .exits import describe_exit, parse_signal
 from .lines import LineSplitter
 from .output import Stream
-from .policy import Done, Escalate, Restart
 from .process import Child, SpawnError, spawn
-from .state import ReplicaState, check_transition
+from .state import Event, ReplicaState, next_state
 
 if TYPE_CHECKING:
     from .config import GroupConfig
-    from .engine import Supervisor, _Group
     from .plan import ReplicaPlan
 
 READ_SIZE = 256 * 1024
@@ -37,6 +39,16 @@ READ_SIZE = 256 * 1024
 DRAIN_TIMEOUT = 1.0
 #: How long SIGKILL may take to be seen (a process in uninterruptible sleep).
 KILL_WAIT = 5.0
+#: How long a death by a stop-like signal nobody here sent waits for the
+#: supervisor's own stop request: systemd, scancel and ``kill -- -PGID`` signal
+#: the replicas and the supervisor together, and the replica's exit may be seen
+#: first. Only then is it taken for a failure.
+STOP_GRACE = 0.5
+_STOP_LIKE = frozenset(
+    {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL}
+)
+
+Want = Literal["run", "stop", "restart", "remove"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,48 +66,116 @@ class ReplicaStatus:
     started_at: float | None
     last_exit: str | None
     last_returncode: int | None
+    ready: bool = False
+    status_text: str = ""
+    placement: str = ""
+    lines_stdout: int = 0
+    lines_stderr: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the group decided after a process ended: an event, and a delay for RESTART."""
+
+    event: Event
+    delay: float = 0.0
+
+
+class Host(Protocol):
+    """What a replica needs from the ones above it: effects and decisions, no internals."""
+
+    @property
+    def log(self) -> Any: ...
+    @property
+    def drain_timeout(self) -> float: ...
+    @property
+    def stopping(self) -> bool: ...
+
+    def prefix(self, replica: Replica, pid: int) -> bytes: ...
+    async def write(self, replica: Replica, pid: int, stream: Stream, data: bytes) -> None: ...
+    def start_task(self, fn: object, *args: object) -> None: ...
+    async def flushed(self, stream: Stream) -> None: ...
+    def decide(self, replica: Replica, *, failed: bool, cause: str) -> Outcome: ...
+    async def may_start(self, replica: Replica) -> None: ...
+    async def stop_requested(self) -> None: ...
+    def changed(self, replica: Replica) -> None: ...
+    def verify(self, replica: Replica) -> None: ...
 
 
 class Replica:
     def __init__(
-        self, sup: Supervisor, group: _Group, plan: ReplicaPlan, color_index: int | None
+        self, host: Host, config: GroupConfig, plan: ReplicaPlan, color_index: int | None
     ) -> None:
-        self.sup = sup
-        self.group = group
+        self.host = host
+        self.config = config
         self.plan = plan
         self.name = plan.name
-        self.config: GroupConfig = group.config
-        self.stop_signal = parse_signal(self.config.stop_signal)
+        self.index = plan.index
+        self.stop_signal = parse_signal(config.stop_signal)
         self.color_index = color_index
         self.state = ReplicaState.PENDING
         self.child: Child | None = None
         self.restarts = 0
+        self.spawns = 0
         self.started_at: float | None = None
         self.last_exit: str | None = None
         self.last_returncode: int | None = None
+        self.ready = False
+        self.status_text = ""
+        self.placement = ""
+        self.lines = {"stdout": 0, "stderr": 0}
+        self.want: Want = "run"
+        self.backoff_delay = 0.0
+        self._deadline: float | None = None  # stop the live process by then
+        self._forced = False
+        self._grace = 0.0
         self._sent: set[int] = set()
-        self._requested = False
-        self._manual_restart = False
-        self.spawn_attempted = anyio.Event()
-        self._gate: anyio.Event | None = None
-        # Processes that kept an output pipe open after their replica exited.
+        self._change = anyio.Event()
         self._strays: list[psutil.Process] = []
         self._pipes: set[int] = set()
         self._gone = anyio.Event()
         self._drained = anyio.Event()
-        self._wake = anyio.Event()
+        self._eof: list[bool] = []
+        self.finished = anyio.Event()
+        self.settled = anyio.Event()  # first ready, or first end: start() waits on it
 
-    # -- state -------------------------------------------------------------
-    def _to(self, new: ReplicaState) -> None:
-        check_transition(self.state, new)
-        self.state = new
+    # -- state and requests ---------------------------------------------------
+    def fire(self, event: Event) -> None:
+        self.state = next_state(self.state, event)
+        if self.state in (ReplicaState.RUNNING, ReplicaState.BACKOFF, ReplicaState.STOPPED) or (
+            self.state.terminal
+        ):
+            self.settled.set()
+        self.host.changed(self)
+
+    def request(self, want: Want, *, timeout: float | None = None) -> None:
+        """Store a request and wake the task; a stop request also sets its deadline."""
+        if self.want != "remove":  # a replica on its way out stays on its way out
+            self.want = want
+        if want != "run" and timeout is not None:
+            self.stop_by(anyio.current_time() + timeout, grace=timeout)
+        self._poke()
+
+    def stop_by(self, deadline: float, *, grace: float, forced: bool = False) -> None:
+        """The live process must be gone by ``deadline`` (``grace`` s after the request)."""
+        if self._deadline is None or deadline < self._deadline:
+            self._deadline, self._grace = deadline, grace
+        self._forced = self._forced or forced
+        self._poke()
+
+    def _poke(self) -> None:
+        change, self._change = self._change, anyio.Event()
+        change.set()
+
+    async def _changed(self) -> None:
+        await self._change.wait()
 
     def status(self) -> ReplicaStatus:
         return ReplicaStatus(
             name=self.name,
             group=self.plan.group,
-            index=self.plan.index,
-            pid=self.child.pid if self.child and self.child.returncode is None else None,
+            index=self.index,
+            pid=self.pid,
             state=self.state.value,
             restarts=self.restarts,
             cpus=tuple(self.plan.cpus),
@@ -103,77 +183,240 @@ class Replica:
             started_at=self.started_at,
             last_exit=self.last_exit,
             last_returncode=self.last_returncode,
+            ready=self.ready and self.alive,
+            status_text=self.status_text,
+            placement=self.placement,
+            lines_stdout=self.lines["stdout"],
+            lines_stderr=self.lines["stderr"],
         )
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.alive and self.child is not None else None
 
     @property
     def alive(self) -> bool:
         return self.child is not None and self.child.returncode is None
 
-    # -- spawning ------------------------------------------------------------
-    def start(self) -> str | None:
-        """Spawn the process now; return the reason on failure."""
+    # -- the lifecycle task ----------------------------------------------------
+    async def run(self) -> None:
+        """Drive the lifecycle until the replica is done, failed, removed or shut down."""
         try:
-            return self._start()
+            while True:
+                state = self.state
+                if state is ReplicaState.PENDING:
+                    if self.host.stopping:
+                        self.fire(Event.SHUTDOWN)
+                        return
+                    if self.want in ("stop", "remove"):
+                        self.fire(Event.HOLD)
+                        continue
+                    if not await self._wait_turn():
+                        continue
+                    await self._run_process()
+                elif state is ReplicaState.BACKOFF:
+                    await self._backoff()
+                elif state is ReplicaState.STOPPED:
+                    if self.host.stopping or self.want == "remove":
+                        if self.host.stopping:
+                            self.fire(Event.SHUTDOWN)
+                        return
+                    if self.want in ("run", "restart"):
+                        self.want = "run"
+                        self.fire(Event.START_REQUESTED)
+                        continue
+                    await self._changed()
+                else:  # EXITED, FAILED: done
+                    return
         finally:
-            # Wake whoever waits for this (re)start, e.g. Supervisor.restart().
-            self.spawn_attempted.set()
-            self.spawn_attempted = anyio.Event()
+            self.settled.set()
+            self.finished.set()
+            self.host.changed(self)
 
-    def _start(self) -> str | None:
-        self._to(ReplicaState.STARTING)
+    async def _wait_turn(self) -> bool:
+        """Wait for the group's go (start order, group restarts); False when a request came."""
+        async with anyio.create_task_group() as tg:
+            went = False
+
+            async def go() -> None:
+                nonlocal went
+                await self.host.may_start(self)
+                went = True
+                tg.cancel_scope.cancel()
+
+            async def interrupted() -> None:
+                while not self.host.stopping and self.want in ("run", "restart"):
+                    await self._changed()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(go)
+            tg.start_soon(interrupted)
+        if went and not self.host.stopping and self.want in ("run", "restart"):
+            self.want = "run"
+            return True
+        return False
+
+    async def _backoff(self) -> None:
+        delay = self.backoff_delay
+        deadline = anyio.current_time() + delay
+        while True:
+            if self.host.stopping:
+                self.fire(Event.SHUTDOWN)
+                return
+            if self.want in ("stop", "remove"):
+                self.fire(Event.HOLD)
+                return
+            if self.want == "restart":  # restart now: skip what is left of the delay
+                break
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            with anyio.move_on_after(remaining):
+                await self._changed()
+        self.restarts += 1
+        self.fire(Event.BACKOFF_ELAPSED)
+
+    async def _run_process(self) -> None:
+        """Spawn, supervise until the process ends, then fire the group's decision."""
+        plan = self.plan
         self._sent.clear()
-        self._requested = False
-        self._gone = anyio.Event()
-        self._drained = anyio.Event()
-        p = self.plan
+        self._deadline = None
+        self._forced = False
+        self.ready = False
+        self.status_text = ""
+        self.placement = ""
+        self.spawns += 1
         try:
             child = spawn(
-                p.argv,
-                env=p.env,
-                cwd=p.cwd,
+                plan.argv,
+                env=plan.env,
+                cwd=plan.cwd,
                 user=self.config.user,
                 group=self.config.group,
                 umask=self.config.umask,
+                fds=getattr(plan, "fds", ()),
             )
         except SpawnError as exc:
             self.child = None
-            self._gone.set()
-            self._drained.set()
-            self.sup.log.error(
-                "replica_spawn_failed", replica=self.name, error=str(exc), argv=list(p.argv)
+            self.host.log.error(
+                "replica_spawn_failed", replica=self.name, error=str(exc), argv=list(plan.argv)
             )
-            return str(exc)
+            cause = f"could not start: {exc}"
+            self.last_exit, self.last_returncode = cause, None
+            self.host.log.info(
+                "replica_exited", replica=self.name, pid=None, cause=cause, exit_code=None
+            )
+            self._decide(failed=True, cause=cause)
+            return
         self.child = child
         self._pipes = {os.fstat(child.stdout).st_ino, os.fstat(child.stderr).st_ino}
         self.started_at = time.time()
-        self._to(ReplicaState.RUNNING)
-        self.sup.log.info(
-            "replica_started",
-            replica=self.name,
-            pid=child.pid,
-            cpus=format_cpulist(p.cpus),
-            nodes=format_cpulist(p.nodes),
+        self._gone = anyio.Event()
+        self.fire(Event.SPAWNED)
+        fields: dict[str, object] = {"replica": self.name, "pid": child.pid}
+        if plan.cpus:
+            fields["cpus"] = format_cpulist(plan.cpus)
+        if plan.nodes:
+            fields["nodes"] = format_cpulist(plan.nodes)
+        self.host.log.info("replica_started", **fields)
+        self._start_pumps(child)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._enforce, child)
+            tg.start_soon(self._become_ready, child)
+            if plan.cpus:
+                tg.start_soon(self._verify_soon)
+            rc = await self._watch(child)
+            tg.cancel_scope.cancel()
+        ours = rc < 0 and -rc in self._sent
+        cause = describe_exit(rc, sent=-rc if ours else None)
+        failed = rc != 0 and not ours
+        self.last_exit, self.last_returncode = cause, rc
+        self.host.log.info(
+            "replica_exited", replica=self.name, pid=child.pid, cause=cause, exit_code=rc
         )
-        prefix = self.sup.prefix_for(self, child.pid)
-        pending = [2]
-        # This child's event: pumps of an earlier, detached child must not set a later one's.
-        drained = self._drained
+        if failed and self.want == "run" and not self.host.stopping and _stop_like(rc):
+            with anyio.move_on_after(STOP_GRACE):
+                await self.host.stop_requested()
+        self._decide(failed=failed, cause=cause)
 
-        async def pump(fd: int, stream: Stream) -> None:
+    def _decide(self, *, failed: bool, cause: str) -> None:
+        outcome = self.host.decide(self, failed=failed, cause=cause)
+        self.backoff_delay = outcome.delay
+        self.fire(outcome.event)
+
+    async def _become_ready(self, child: Child) -> None:
+        """``ready = ""``: a replica is ready once started. Probes plug in here."""
+        self.ready = True
+        if self.state is ReplicaState.STARTING:
+            self.fire(Event.READY)
+
+    async def _verify_soon(self) -> None:
+        await anyio.sleep(0.5)
+        self.host.verify(self)
+
+    async def _enforce(self, child: Child) -> None:
+        """Carry out stop and restart requests on the live process, bounded by the deadline."""
+        signalled = False
+        while True:
+            change = self._change
+            stopping = self.host.stopping or self.want != "run" or self._deadline is not None
+            if not stopping:
+                await change.wait()
+                continue
+            if not signalled:
+                signalled = True
+                if self.state in (ReplicaState.STARTING, ReplicaState.RUNNING):
+                    self.fire(Event.STOP_SENT)
+                child.snapshot_descendants()
+                self.send(self.stop_signal)
+            deadline = self._deadline
+            if deadline is None:
+                await change.wait()
+                continue
+            remaining = deadline - anyio.current_time()
+            if remaining > 0:
+                with anyio.move_on_after(remaining):
+                    await change.wait()
+                continue
+            why = (
+                "second stop request"
+                if self._forced
+                else f"ignored {self.stop_signal.name} for {self._grace:g} s"
+            )
+            self.host.log.warning(
+                "replica_killed",
+                replica=self.name,
+                pid=child.pid,
+                reason=f"{why}; sent SIGKILL to its process tree",
+            )
+            self._sent.add(signal.SIGKILL)
+            child.kill_tree()
+            return
+
+    # -- output ----------------------------------------------------------------
+    def _start_pumps(self, child: Child) -> None:
+        prefix = self.host.prefix(self, child.pid)
+        pending = [2]
+        # This child's events: pumps of an earlier, detached child must not set a later one's.
+        drained = self._drained = anyio.Event()
+        eof = self._eof = [False, False]
+
+        async def pump(fd: int, stream: Stream, slot: int) -> None:
             try:
-                await self._pump(fd, stream, LineSplitter(prefix), child.pid)
+                await self._pump(fd, stream, LineSplitter(prefix), child.pid, eof, slot)
             finally:
                 pending[0] -= 1
                 if not pending[0]:
                     drained.set()
 
-        self.sup.spawn_task(pump, child.stdout, "stdout")
-        self.sup.spawn_task(pump, child.stderr, "stderr")
-        return None
+        self.host.start_task(pump, child.stdout, "stdout", 0)
+        self.host.start_task(pump, child.stderr, "stderr", 1)
 
-    async def _pump(self, fd: int, stream: Stream, splitter: LineSplitter, pid: int) -> None:
-        sink = self.sup.sink
-        name = self.name
+    async def _pump(
+        self, fd: int, stream: Stream, splitter: LineSplitter, pid: int, eof: list[bool], slot: int
+    ) -> None:
+        host = self.host
+        lines = self.lines
         try:
             while True:
                 try:
@@ -185,141 +428,48 @@ class Replica:
                     break
                 out = splitter.feed(data)
                 if out:
-                    await sink.write(name, pid, stream, out)
+                    lines[stream] += out.count(b"\n")
+                    await host.write(self, pid, stream, out)
                 # A child that writes without pause must not starve the loop.
                 await anyio.lowlevel.checkpoint()
+            eof[slot] = True
             tail = splitter.flush()
             if tail:
-                await sink.write(name, pid, stream, tail)
+                lines[stream] += 1
+                await host.write(self, pid, stream, tail)
+            await host.flushed(stream)  # written, not just queued, before the exit is told
         finally:
             os.close(fd)
-
-    # -- supervising ---------------------------------------------------------
-    async def supervise(self, spawn_error: str | None) -> None:
-        """Run until the replica is done, failed (escalated) or stopped."""
-        try:
-            await self._supervise(spawn_error)
-        finally:
-            self.sup.replica_finished(self)
-
-    async def _supervise(self, spawn_error: str | None) -> None:
-        while True:
-            if self.child is not None:
-                rc = await self._watch(self.child)
-                ours = rc < 0 and -rc in self._sent
-                cause = describe_exit(rc, sent=-rc if ours else None)
-                failed = rc != 0 and not ours
-                self.last_exit, self.last_returncode = cause, rc
-                pid: int | None = self.child.pid
-            else:
-                cause, failed, pid = f"could not start: {spawn_error}", True, None
-                self.last_exit, self.last_returncode = cause, None
-            self.sup.log.info(
-                "replica_exited",
-                replica=self.name,
-                pid=pid,
-                cause=cause,
-                exit_code=self.last_returncode,
-            )
-            if self.sup.stopping:
-                self._finish(ReplicaState.EXITED)
-                return
-            if self._manual_restart or self._gate is not None:
-                resumed = await self._wait_gate()
-                if not resumed:
-                    self._finish(ReplicaState.EXITED)
-                    return
-                spawn_error = self._respawn()
-                continue
-            decision = self.group.budget.decide(failed=failed, now=anyio.current_time())
-            if isinstance(decision, Done):
-                self._finish(ReplicaState.EXITED)
-                return
-            if isinstance(decision, Escalate):
-                self._finish(ReplicaState.FAILED)
-                self.sup.escalate(self, cause, decision.reason)
-                return
-            assert isinstance(decision, Restart)
-            if self.config.restart_scope == "group":
-                await self.group.restart_others(self)
-            self._to(ReplicaState.BACKOFF)
-            self.sup.log.warning(
-                "replica_restarting",
-                replica=self.name,
-                delay=round(decision.delay, 3),
-                restart=decision.count,
-                max_restarts=self.config.max_restarts,
-                cause=cause,
-            )
-            if not await self._sleep(decision.delay):
-                self._to(ReplicaState.EXITED)
-                return
-            if self.config.restart_scope == "group":
-                self.group.open_gate()
-            spawn_error = self._respawn()
-
-    def _respawn(self) -> str | None:
-        self.restarts += 1
-        if self.state is not ReplicaState.BACKOFF:
-            self._to(ReplicaState.BACKOFF)
-        return self.start()
-
-    def _finish(self, state: ReplicaState) -> None:
-        self._to(state)
 
     async def _watch(self, child: Child) -> int:
         rc = await child.wait()
         self._gone.set()
         # Whatever is left in its process group would be orphaned: kill it.
         child.signal_group(signal.SIGKILL)
-        with anyio.move_on_after(self.sup.drain_timeout):
-            await self._drained.wait()
-        if not self._drained.is_set():
-            holders = await anyio.to_thread.run_sync(_pipe_holders, self._pipes)
-            self._strays.extend(holders)
-            self.sup.log.warning(
-                "output_detached",
-                replica=self.name,
-                pid=child.pid,
-                holders=[p.pid for p in holders],
-                reason=f"a descendant still holds its output pipe {self.sup.drain_timeout:g} s "
-                "after it exited; its output keeps being forwarded until the supervisor stops, "
-                "which kills it",
-            )
+        drained, eof = self._drained, self._eof
+        with anyio.move_on_after(self.host.drain_timeout):
+            await drained.wait()
+        if drained.is_set():
+            return rc
+        if all(eof):
+            # Both pipes ended; only a slow reader of ours holds the last lines
+            # back. Wait for them (a stop abandons that reader at its deadline).
+            await drained.wait()
+            return rc
+        holders = await anyio.to_thread.run_sync(_pipe_holders, self._pipes)
+        self._strays.extend(holders)
+        self.host.log.warning(
+            "output_detached",
+            replica=self.name,
+            pid=child.pid,
+            holders=[p.pid for p in holders],
+            reason=f"a descendant still holds its output pipe {self.host.drain_timeout:g} s "
+            "after it exited; its output keeps being forwarded until the supervisor stops, "
+            "which kills it",
+        )
         return rc
 
-    async def _sleep(self, delay: float) -> bool:
-        """Back off; False when a stop cut it short."""
-        self._wake = anyio.Event()
-        if self.sup.stopping:
-            return False
-        with anyio.move_on_after(delay):
-            await self._wake.wait()
-        return not self.sup.stopping
-
-    async def _wait_gate(self) -> bool:
-        gate = self._gate
-        self._manual_restart = False
-        if self.state is not ReplicaState.BACKOFF:
-            self._to(ReplicaState.BACKOFF)
-        if gate is not None:
-            self._wake = anyio.Event()
-            async with anyio.create_task_group() as tg:
-
-                async def opened() -> None:
-                    await gate.wait()
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(opened)
-                await self._wake.wait()
-                tg.cancel_scope.cancel()
-            self._gate = None
-        return not self.sup.stopping
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    # -- stopping --------------------------------------------------------------
+    # -- signals ------------------------------------------------------------------
     def send(self, signum: int) -> bool:
         """Send a signal the supervisor means (so dying of it is no failure)."""
         if not self.alive:
@@ -327,16 +477,6 @@ class Replica:
         assert self.child is not None
         self._sent.add(signum)
         return self.child.signal_group(signum)
-
-    def begin_stop(self) -> None:
-        if not self.alive:
-            return
-        assert self.child is not None
-        self._requested = True
-        if self.state is ReplicaState.RUNNING:
-            self._to(ReplicaState.STOPPING)
-        self.child.snapshot_descendants()
-        self.send(self.stop_signal)
 
     def kill(self) -> bool:
         """SIGKILL the tree and any stray; True when the replica itself was still alive."""
@@ -363,34 +503,17 @@ class Replica:
                 proc.kill()  # psutil checks that the pid was not reused
 
     async def wait_gone(self) -> None:
-        await self._gone.wait()
+        if self.alive:
+            await self._gone.wait()
 
     async def wait_drained(self) -> None:
         await self._drained.wait()
 
-    async def stop_alone(self, timeout: float) -> None:
-        """Bounded stop of just this replica's current child (group or manual restart).
 
-        Tied to that child: the replica may already run its successor when
-        this wakes up, and that one must not be killed.
-        """
-        child, gone = self.child, self._gone
-        if child is None or child.returncode is not None:
-            return
-        self.begin_stop()
-        with anyio.move_on_after(timeout):
-            await gone.wait()
-        if not gone.is_set():
-            self.sup.log.warning(
-                "replica_killed",
-                replica=self.name,
-                pid=child.pid,
-                reason=f"ignored {self.stop_signal.name} for {timeout:g} s; sent SIGKILL",
-            )
-            self._sent.add(signal.SIGKILL)
-            child.kill_tree()
-            with anyio.move_on_after(KILL_WAIT):
-                await gone.wait()
+def _stop_like(rc: int) -> bool:
+    """Died of (or exited as a shell reports) a signal that stops whole trees."""
+    sig = -rc if rc < 0 else rc - 128 if 128 < rc < 160 else 0
+    return sig in _STOP_LIKE
 
 
 def _pipe_holders(inodes: set[int]) -> list[psutil.Process]:

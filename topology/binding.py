@@ -22,7 +22,11 @@ def omp_env(place: Place, reserved: int = 0) -> dict[str, str]:
 
 
 def wrapper_argv(place: Place, *, memory: str, numactl: str | None) -> list[str]:
-    """The argv prefix that pins a child from its first instruction (ends with ``--``)."""
+    """The argv prefix that pins a child from its first instruction; the command follows it.
+
+    numactl's prefix ends with ``--``; util-linux taskset's must not (``taskset -c CPUS
+    COMMAND``: it runs the first word after the list, and would run ``--``). A place with
+    no NUMA node gets no memory option: nothing binds to a node sysfs does not show."""
     if memory not in MEMORY_POLICIES:
         raise TopologyError(f"memory policy {memory!r} is unknown; use one of bind, preferred, off")
     if numactl is None:
@@ -31,11 +35,11 @@ def wrapper_argv(place: Place, *, memory: str, numactl: str | None) -> list[str]
                 f"numa = {memory!r} needs numactl, which is not on PATH; install it "
                 "(apt-get install numactl / dnf install numactl) or set numa = \"off\""
             )
-        return ["taskset", "-c", place.cpulist, "--"]
+        return ["taskset", "-c", place.cpulist]
     argv = [numactl, f"--physcpubind={place.cpulist}"]
-    if memory == "bind":
+    if memory == "bind" and place.nodes:
         argv.append(f"--membind={format_cpulist(place.nodes)}")
-    elif memory == "preferred":
+    elif memory == "preferred" and place.nodes:
         argv.append(f"--preferred={place.nodes[0]}")
     argv.append("--")
     return argv

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,7 +51,7 @@ def _plans(
     topo: Topology, smt: int, gpu_root: Path | None, environ: Mapping[str, str]
 ) -> dict[str, list[Place] | str]:
     """Places per strategy, or the error text that strategy gives here."""
-    strategies = ["nodes", "cores", "all"]
+    strategies = ["nodes", "cores", "l3", "all"]
     if gpu_root is not None and visible_gpus(gpu_root, environ):
         strategies.append("gpus")
     plans: dict[str, list[Place] | str] = {}
@@ -64,8 +65,13 @@ def _plans(
     return plans
 
 
+def _node_order(item: tuple[int | None, object]) -> tuple[bool, int]:
+    """Nodes ascending; CPUs in no node (sysfs shows none for them) last."""
+    return (item[0] is None, item[0] or 0)
+
+
 def _as_json(topo: Topology, plans: Mapping[str, list[Place] | str]) -> str:
-    nodes: dict[int, list[int]] = {}
+    nodes: dict[int | None, list[int]] = {}
     cores: dict[int, list[int]] = {}
     for cpu in topo.cpus:
         nodes.setdefault(cpu.node, []).append(cpu.id)
@@ -73,7 +79,7 @@ def _as_json(topo: Topology, plans: Mapping[str, list[Place] | str]) -> str:
     by_id = {cpu.id: cpu for cpu in topo.cpus}
     document = {
         "source": topo.source,
-        "nodes": [{"id": n, "cpus": ids} for n, ids in sorted(nodes.items())],
+        "nodes": [{"id": n, "cpus": ids} for n, ids in sorted(nodes.items(), key=_node_order)],
         "cores": [
             {"id": c, "socket": by_id[ids[0]].socket, "node": by_id[ids[0]].node, "cpus": ids}
             for c, ids in cores.items()
@@ -86,6 +92,7 @@ def _as_json(topo: Topology, plans: Mapping[str, list[Place] | str]) -> str:
                 "node": cpu.node,
                 "online": cpu.online,
                 "allowed": cpu.id in topo.allowed,
+                "llc": cpu.llc,
             }
             for cpu in topo.cpus
         ],
@@ -102,14 +109,15 @@ def _as_json(topo: Topology, plans: Mapping[str, list[Place] | str]) -> str:
 
 def _as_text(topo: Topology, plans: Mapping[str, list[Place] | str]) -> str:
     lines = [f"source: {topo.source}"]
-    tree: dict[int, dict[int, list[str]]] = {}
+    tree: dict[int | None, dict[int, list[str]]] = {}
     for cpu in topo.cpus:
         mark = "" if cpu.id in topo.allowed else ("(offline)" if not cpu.online else "(disallowed)")
         tree.setdefault(cpu.node, {}).setdefault(cpu.core, []).append(f"{cpu.id}{mark}")
-    for node, cores in sorted(tree.items()):
+    for node, cores in sorted(tree.items(), key=_node_order):
         ids = [cpu.id for cpu in topo.cpus if cpu.node == node]
         allowed = format_cpulist(i for i in ids if i in topo.allowed) or "none"
-        lines.append(f"node {node}: CPUs {format_cpulist(ids)} (allowed {allowed})")
+        name = "no node" if node is None else f"node {node}"
+        lines.append(f"{name}: CPUs {format_cpulist(ids)} (allowed {allowed})")
         lines.extend(f"  core {core}: {' '.join(names)}" for core, names in cores.items())
     lines.append("places:")
     for name, places in plans.items():
@@ -120,10 +128,28 @@ def _as_text(topo: Topology, plans: Mapping[str, list[Place] | str]) -> str:
     return "\n".join(lines)
 
 
+def _emit(text: str) -> None:
+    """Write and flush stdout; a reader that went away (``| head -1``) is not an error.
+
+    On EPIPE, devnull goes over the stdout descriptor so the flush at interpreter exit
+    has somewhere to go instead of printing a BrokenPipeError traceback."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        try:
+            fileno = sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # a replaced stdout (tests): no fd
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fileno)
+        finally:
+            os.close(devnull)
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m topology") -> int:
     """Run the command; returns the exit status instead of exiting."""
-    import os
-
     try:
         args = _parser(prog).parse_args(argv)
         if args.smt < 0:
@@ -138,5 +164,5 @@ def main(argv: list[str] | None = None, prog: str = "python -m topology") -> int
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
-    print(_as_json(topo, plans) if args.json else _as_text(topo, plans))
+    _emit(_as_json(topo, plans) if args.json else _as_text(topo, plans))
     return 0

@@ -40,7 +40,26 @@ def _online_field(value: object, what: str) -> bool:
     raise TopologyError(f"{what} is {value!r}, expected yes/no or true/false")
 
 
-def _raw_cpu(index: int, entry: Mapping[str, object]) -> RawCpu:
+def _is_cache_column(name: str) -> bool:
+    """``l1d:l1i:l2:l3`` (``lscpu -e``'s cache column, named by the caches it has)."""
+    parts = name.lower().split(":")
+    return len(parts) > 1 and all(p[:1] == "l" and p[1:2].isdigit() for p in parts)
+
+
+def _llc_field(value: object, socket: int | None, what: str) -> Hashable | None:
+    """The last id of ``0:0:0:0`` (the caches come in ascending level), keyed by socket so
+    ids counted per socket never merge two sockets' caches; ``-``/missing: unknown."""
+    if value is None:
+        return None
+    last = str(value).rpartition(":")[2].strip()
+    if last in ("-", ""):
+        return None
+    if not last.isdigit():
+        raise TopologyError(f"{what} is {value!r}, expected cache ids like '0:0:0:0'")
+    return ("llc", socket, int(last))
+
+
+def _raw_cpu(index: int, entry: Mapping[str, object], cache: str | None = None) -> RawCpu:
     cpu = _int_field(entry.get("cpu", index), "field 'cpu'")
     if cpu is None:
         raise TopologyError("has no CPU number")
@@ -50,7 +69,8 @@ def _raw_cpu(index: int, entry: Mapping[str, object]) -> RawCpu:
     # lscpu core ids are machine-wide already; without one, a CPU is its own core.
     key: Hashable = ("core", core) if core is not None else ("cpu", cpu)
     online = _online_field(entry.get("online"), "field 'online'")
-    return RawCpu(cpu, key, socket or 0, node or 0, online)
+    llc = None if cache is None else _llc_field(entry.get(cache), socket, f"field {cache!r}")
+    return RawCpu(cpu, key, socket or 0, node or 0, online, llc)
 
 
 def from_json(data: str | bytes | Mapping[str, object], source: str = "lscpu -Je") -> Topology:
@@ -74,11 +94,13 @@ def from_json(data: str | bytes | Mapping[str, object], source: str = "lscpu -Je
             f"{source}: no 'cpus' list{hint}; produce the dump with `lscpu -Je`"
         )
     raws = []
+    first = entries[0] if entries and isinstance(entries[0], Mapping) else {}
+    cache = next((str(k) for k in first if _is_cache_column(str(k))), None)
     for index, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise TopologyError(f"{source}: CPU entry {index} is not an object")
         try:
-            raws.append(_raw_cpu(index, entry))
+            raws.append(_raw_cpu(index, entry, cache))
         except TopologyError as exc:
             raise TopologyError(f"{source}: CPU entry {index} {exc}") from None
     return build(raws, source)
@@ -93,6 +115,8 @@ def from_csv(text: str, source: str = "lscpu -p") -> Topology:
         if line.startswith("#") and line[1:].strip().lower().startswith("cpu,"):
             columns = [name.strip().lower() for name in line[1:].split(",")]
             start = number + 1
+    levels = [name for name in columns if name[:1] == "l" and name[1:2].isdigit()]
+    cache = max(levels, key=lambda name: int(name[1:2]), default=None)
     raws = []
     for number, line in enumerate(lines[start:], start + 1):
         if not line.strip() or line.startswith("#"):
@@ -110,7 +134,8 @@ def from_csv(text: str, source: str = "lscpu -p") -> Topology:
         node = _int_field(fields.get("node"), f"{where} column Node")
         online = _online_field(fields.get("online"), f"{where} column Online")
         key: Hashable = ("core", core) if core is not None else ("cpu", cpu)
-        raws.append(RawCpu(cpu, key, socket or 0, node or 0, online))
+        llc = None if cache is None else _llc_field(fields.get(cache), socket, f"{where} {cache}")
+        raws.append(RawCpu(cpu, key, socket or 0, node or 0, online, llc))
     if not raws:
         raise TopologyError(f"{source}: no CPU rows; expected `lscpu -Je` JSON or `lscpu -p` CSV")
     return build(raws, source)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import compress, count, pairwise, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,8 +14,10 @@ from .errors import TopologyError
 
 
 class Cpu(NamedTuple):
-    """One hardware thread; ``core`` is a machine-wide core index.
+    """One hardware thread; ``core`` and ``llc`` are machine-wide indices.
 
+    ``node`` is None when sysfs shows the CPU in no NUMA node (never guessed as 0);
+    ``llc`` is its last-level-cache domain, None when the source has no cache data.
     A NamedTuple rather than a frozen dataclass: a 4,096-CPU machine builds
     4,096 of them on every detect(), and tuples are made at C speed.
     """
@@ -21,13 +25,17 @@ class Cpu(NamedTuple):
     id: int
     core: int
     socket: int
-    node: int
+    node: int | None
     online: bool = True
+    llc: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    """A set of CPUs one bound worker owns; ``cores`` groups them for ``OMP_PLACES``."""
+    """A set of CPUs one bound worker owns; ``cores`` groups them for ``OMP_PLACES``.
+
+    ``nodes`` may be empty: its CPUs are in no NUMA node sysfs shows, so no memory is bound.
+    """
 
     cpus: tuple[int, ...]
     nodes: tuple[int, ...]
@@ -50,11 +58,11 @@ class Topology:
 
     @property
     def nodes(self) -> tuple[int, ...]:
-        return tuple(sorted({cpu.node for cpu in self.cpus}))
+        return tuple(sorted({cpu.node for cpu in self.cpus if cpu.node is not None}))
 
     @property
     def online(self) -> frozenset[int]:
-        return frozenset(cpu.id for cpu in self.cpus if cpu.online)
+        return frozenset([cpu[0] for cpu in self.cpus if cpu[4]])
 
     def restrict(
         self, allowed: Iterable[int], mems_allowed: Iterable[int] | None = None
@@ -121,8 +129,13 @@ class Topology:
         reserved: int = 0,
         gpu_root: str | Path | None = None,
         environ: Mapping[str, str] | None = None,
+        warnings: list[str] | None = None,
     ) -> tuple[Place, ...]:
-        """Cut the allowed CPUs into disjoint places; see the contract's [topology] keys."""
+        """Cut the allowed CPUs into disjoint places; see the contract's [topology] keys.
+
+        CPUs in ``cpus`` that may not be used here are dropped; one message naming them is
+        appended to ``warnings`` when given (a list left empty is still an error).
+        """
         from .places import plan
 
         return plan(
@@ -134,33 +147,72 @@ class Topology:
             reserved=reserved,
             gpu_root=None if gpu_root is None else Path(gpu_root),
             environ=environ,
+            warnings=warnings,
         )
 
 
 class RawCpu(NamedTuple):
-    """A reader's view of a CPU before cores get machine-wide indices (a tuple: cheap)."""
+    """A reader's view of a CPU before cores and caches get machine-wide indices."""
 
     id: int
     core_key: Hashable
     socket: int
-    node: int
+    node: int | None
     online: bool
+    llc_key: Hashable | None = None
+
+
+def _numbers(keys: list[Hashable]) -> list[int]:
+    """Number keys 0, 1, ... in order of first appearance, in C-level loops: each key first
+    maps to the position it first appears at, then those positions are renumbered."""
+    first: dict[Hashable, int] = {}
+    positions = list(map(first.setdefault, keys, count()))
+    renumber = {position: n for n, position in enumerate(first.values())}
+    return list(map(renumber.__getitem__, positions))
+
+
+def build_columns(
+    ids: list[int],
+    core_keys: list[Hashable],
+    sockets: list[int],
+    nodes: list[int | None],
+    online: list[bool],
+    llc_keys: list[Hashable | None],
+    source: str,
+) -> Topology:
+    """A topology from per-CPU columns with ``ids`` ascending and unique (sysfs gives them
+    so): cores and caches are numbered by their lowest CPU id."""
+    if not ids:
+        raise TopologyError(f"{source}: no CPUs found")
+    cores = _numbers(core_keys)
+    if llc_keys.count(None) != len(llc_keys):
+        numbered = _numbers([key for key in llc_keys if key is not None])
+        it = iter(numbered)
+        llcs: list[int | None] = [None if key is None else next(it) for key in llc_keys]
+    else:
+        llcs = [None] * len(ids)
+    columns = zip(ids, cores, sockets, nodes, online, llcs, strict=True)
+    cpus = tuple(map(tuple.__new__, repeat(Cpu), columns))
+    up = frozenset(compress(ids, online))
+    mems = frozenset([node for node in set(nodes) if node is not None])
+    return Topology(cpus, up, mems, source)
 
 
 def build(raw: Iterable[RawCpu], source: str) -> Topology:
-    """Number cores by their lowest CPU id and check ids are unique; all readers end here."""
-    ordered = sorted(raw, key=lambda r: r.id)
+    """Sort by id and check ids are unique; every reader ends here or in build_columns."""
+    ordered = sorted(raw, key=itemgetter(0))
     if not ordered:
         raise TopologyError(f"{source}: no CPUs found")
-    core_index: dict[Hashable, int] = {}
-    cpus: list[Cpu] = []
-    previous = -1
-    for r in ordered:
-        if r.id == previous:
-            raise TopologyError(f"{source}: CPU {r.id} is listed twice")
-        previous = r.id
-        core = core_index.setdefault(r.core_key, len(core_index))
-        cpus.append(Cpu(r.id, core, r.socket, r.node, r.online))
-    online = frozenset(c.id for c in cpus if c.online)
-    nodes = frozenset(c.node for c in cpus)
-    return Topology(tuple(cpus), online, nodes, source)
+    ids = [r[0] for r in ordered]
+    if len(set(ids)) != len(ids):
+        twice = next(a for a, b in pairwise(ids) if a == b)
+        raise TopologyError(f"{source}: CPU {twice} is listed twice")
+    return build_columns(
+        ids,
+        [r[1] for r in ordered],
+        [r[2] for r in ordered],
+        [r[3] for r in ordered],
+        [r[4] for r in ordered],
+        [r[5] for r in ordered],
+        source,
+    )

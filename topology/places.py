@@ -14,7 +14,7 @@ from .errors import TopologyError
 from .gpus import visible_gpus
 from .model import Cpu, Place, Topology
 
-STRATEGIES = ("nodes", "cores", "all", "gpus", "none")
+STRATEGIES = ("nodes", "cores", "l3", "all", "gpus", "none")
 
 # A core's kept CPUs, keyed by core index, in ascending order of first CPU.
 Cores = dict[int, list[int]]
@@ -25,10 +25,12 @@ def _place(cores: Iterable[list[int]], by_id: Mapping[int, Cpu], gpu: int | None
     groups = tuple(tuple(c) for c in cores)
     if len(groups) == 1:
         cpus = groups[0]
-        nodes: tuple[int, ...] = (by_id[cpus[0]].node,)
+        node = by_id[cpus[0]].node
+        nodes: tuple[int, ...] = () if node is None else (node,)
     else:
         cpus = tuple(sorted(cpu for group in groups for cpu in group))
-        nodes = tuple(sorted({by_id[group[0]].node for group in groups}))
+        found = {by_id[group[0]].node for group in groups}
+        nodes = tuple(sorted(n for n in found if n is not None))
     return Place(cpus, nodes, groups, gpu)
 
 
@@ -42,11 +44,31 @@ def _keep_threads(universe: list[int], by_id: Mapping[int, Cpu], smt: int) -> Co
     return cores
 
 
-def _by_node(cores: Cores, by_id: Mapping[int, Cpu]) -> dict[int, list[list[int]]]:
-    nodes: dict[int, list[list[int]]] = {}
+def _by_node(cores: Cores, by_id: Mapping[int, Cpu]) -> dict[int | None, list[list[int]]]:
+    """Cores per NUMA node; CPUs in no node (sysfs shows none) form one group of their own."""
+    nodes: dict[int | None, list[list[int]]] = {}
     for threads in cores.values():
         nodes.setdefault(by_id[threads[0]].node, []).append(threads)
     return nodes
+
+
+def _by_llc(cores: Cores, topo: Topology, by_id: Mapping[int, Cpu]) -> list[list[list[int]]]:
+    """Cores per last-level-cache domain; every kept CPU must have one."""
+    groups: dict[int, list[list[int]]] = {}
+    for threads in cores.values():
+        for cpu in threads:
+            if by_id[cpu].llc is None:
+                where = (
+                    "sysfs shows no cpuN/cache/index*/shared_cpu_list for it"
+                    if topo.source.startswith("sysfs:")
+                    else "the dump has no cache information; make it with `lscpu -Je`, "
+                    "whose L1d:L1i:L2:L3 column names each CPU's caches"
+                )
+                raise TopologyError(
+                    f"strategy 'l3': CPU {cpu} has no last-level cache in {topo.source}: {where}"
+                )
+        groups.setdefault(by_id[threads[0]].llc or 0, []).append(threads)
+    return list(groups.values())
 
 
 def _gpu_places(
@@ -86,40 +108,50 @@ def _gpu_places(
     return places
 
 
-def _cut(strategy: str, cores: Cores, by_id: Mapping[int, Cpu]) -> list[Place]:
+def _cut(strategy: str, cores: Cores, topo: Topology, by_id: Mapping[int, Cpu]) -> list[Place]:
     if not cores:
         return []
     if strategy == "all":
         return [_place(cores.values(), by_id)]
     if strategy == "cores":
         return [_place([threads], by_id) for threads in cores.values()]
+    if strategy == "l3":
+        return [_place(group, by_id) for group in _by_llc(cores, topo, by_id)]
     return [_place(group, by_id) for group in _by_node(cores, by_id).values()]
 
 
-def _masks(topo: Topology, cpus: str, by_id: Mapping[int, Cpu]) -> list[tuple[int, ...]]:
-    """Parse ``cpus`` ("0-15|16-31"): every CPU must be allowed, and no CPU in two masks."""
+def _masks(topo: Topology, cpus: str, warnings: list[str] | None) -> list[list[int]]:
+    """Parse ``cpus`` ("0-15|16-31") and narrow each list to the allowed CPUs, so one
+    config moves between machines and cpusets; one warning names what was dropped.
+    A list left empty, or a CPU in two lists, is an error."""
     masks = []
     owner: dict[int, int] = {}
+    dropped: set[int] = set()
     for n, text in enumerate(cpus.split("|")):
         mask = parse_cpulist(text)
         for cpu in mask:
-            if cpu not in topo.allowed:
-                why = (
-                    "not on this machine"
-                    if cpu not in by_id
-                    else "not allowed (offline, or outside this process's affinity or cpuset)"
-                )
-                raise TopologyError(
-                    f"cpus {cpus!r}: CPU {cpu} in mask {text.strip()!r} is {why}; "
-                    f"allowed CPUs are {format_cpulist(topo.allowed)}"
-                )
             if cpu in owner:
                 raise TopologyError(
-                    f"cpus {cpus!r}: CPU {cpu} is in masks {owner[cpu] + 1} and {n + 1}; "
+                    f"cpus {cpus!r}: CPU {cpu} is in lists {owner[cpu] + 1} and {n + 1}; "
                     "places must not overlap"
                 )
             owner[cpu] = n
-        masks.append(mask)
+        kept = [cpu for cpu in mask if cpu in topo.allowed]
+        if not kept:
+            raise TopologyError(
+                f"cpus {cpus!r}: list {n + 1} ({text.strip()!r}) has no CPU allowed here "
+                f"(offline, absent, or outside this process's affinity or cpuset); "
+                f"allowed CPUs are {format_cpulist(topo.allowed) or 'none'}"
+            )
+        dropped.update(cpu for cpu in mask if cpu not in topo.allowed)
+        masks.append(kept)
+    if dropped and warnings is not None:
+        many = len(dropped) > 1
+        warnings.append(
+            f"cpus: {format_cpulist(dropped)} {'are' if many else 'is'} not allowed here "
+            "(offline, absent, or outside this process's affinity or cpuset); placing on "
+            f"{'|'.join(format_cpulist(mask) for mask in masks)} only"
+        )
     return masks
 
 
@@ -133,6 +165,7 @@ def plan(
     reserved: int = 0,
     gpu_root: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    warnings: list[str] | None = None,
 ) -> tuple[Place, ...]:
     """Places for ``strategy``, disjoint and in ascending order of first CPU."""
     if strategy not in STRATEGIES:
@@ -155,7 +188,8 @@ def plan(
             )
         eligible = {cpu for cpu in eligible if by_id[cpu].node in wanted}
     if cpus.strip():
-        universes = [[cpu for cpu in mask if cpu in eligible] for mask in _masks(topo, cpus, by_id)]
+        masks = _masks(topo, cpus, warnings)
+        universes = [[cpu for cpu in mask if cpu in eligible] for mask in masks]
     else:
         universes = [sorted(eligible)]
     places: list[Place] = []
@@ -167,7 +201,7 @@ def plan(
         places = _gpu_places(kept, by_id, root, env, filtered=bool(nodes.strip()))
     else:
         for universe in universes:
-            places.extend(_cut(strategy, _keep_threads(universe, by_id, smt), by_id))
+            places.extend(_cut(strategy, _keep_threads(universe, by_id, smt), topo, by_id))
     if not places:
         raise TopologyError(
             f"strategy {strategy!r} gives no places: no allowed CPU left "

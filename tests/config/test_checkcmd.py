@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,6 +20,7 @@ from supervisor.plan import build_plan
 from topology import Topology
 
 DATA = Path(__file__).resolve().parent / "data"
+ROOT = DATA.parent.parent.parent
 UBICLOUD = DATA / "ubicloud_lscpu-Jye_2socket_2numa_6core_12thread_string-fields_unsorted.json"
 
 
@@ -44,7 +49,8 @@ def test_json_schema() -> None:
     data = json.loads(render_json(plan_for(bound_config())))
     assert list(data) == ["replicas"]
     first, second, web = data["replicas"]
-    assert list(first) == ["name", "group", "index", "argv", "env", "cpus", "nodes"]
+    assert list(first) == ["name", "group", "index", "argv", "env", "cpus", "nodes", "removed_env"]
+    assert first["removed_env"] == []
     assert first["name"] == "engine_0" and first["group"] == "engine" and first["index"] == 0
     assert first["argv"] == [
         "numactl", "--physcpubind=0,2,6", "--membind=0", "--", "python", "w.py", "--rank", "0",
@@ -118,3 +124,136 @@ def test_probe_missing_program(tmp_path: Path) -> None:
 def test_real_numactl_out_of_range_node() -> None:
     reason = NumactlProbe("numactl")(["--membind=4095"])
     assert reason is not None and "\n" not in reason
+
+
+POOL = """
+[control]
+listen = "127.0.0.1:9100"
+
+[[socket]]
+name = "http"
+listen = "unix:run/http.sock"
+reuse_port = true
+
+[[group]]
+name = "engine"
+command = ["sh", "-c", "true"]
+ready = "notify"
+watchdog = 5
+omp_bind = "spread"
+
+[[group]]
+name = "api"
+command = ["sh", "-c", "exec server --fd {fd:http} --rank {rank}"]
+replicas = 2
+sockets = ["http"]
+ready = "http:http://127.0.0.1:8000/ready"
+health = "tcp:127.0.0.1:8000"
+after = ["engine"]
+"""
+
+
+def test_json_shows_every_new_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "pool.toml"
+    path.write_text(POOL)
+    for var in ("SLURM_PROCID", "GROUP_RANK", "JOB_COMPLETION_INDEX"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/7")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_check(str(path), as_json=True, out=out, err=err, node_rank=1, nodes=2) == 0
+    data = json.loads(out.getvalue())
+    assert list(data) == ["replicas", "groups", "sockets", "control", "launcher"]
+    engine, api = data["groups"]
+    assert engine == {
+        "name": "engine",
+        "replicas": 1,
+        "ready": "notify",
+        "ready_timeout": 60.0,
+        "health": "",
+        "health_interval": 10.0,
+        "health_failures": 3,
+        "watchdog": 5.0,
+        "after": [],
+        "sockets": [],
+        "omp_bind": "spread",
+    }
+    assert api["after"] == ["engine"] and api["sockets"] == ["http"]
+    assert api["ready"] == "http:http://127.0.0.1:8000/ready"
+    assert api["health"] == "tcp:127.0.0.1:8000"
+    assert data["sockets"] == [
+        {
+            "name": "http",
+            "listen": f"unix:{tmp_path / 'run' / 'http.sock'}",
+            "backlog": 1024,
+            "reuse_port": True,
+        }
+    ]
+    socket = data["control"]["socket"]
+    assert socket.startswith("/run/user/7/placevisor/pool-") and socket.endswith("-n1.sock")
+    assert data["control"]["listen"] == "127.0.0.1:9100"
+    assert data["launcher"] == {"node_rank": 1, "nodes": 2, "source": "--node-rank/--nodes"}
+
+
+def test_text_shows_every_new_key(tmp_path: Path) -> None:
+    path = tmp_path / "pool.toml"
+    path.write_text(POOL.replace('listen = "127.0.0.1:9100"', 'socket = ""'))
+    out, err = io.StringIO(), io.StringIO()
+    assert run_check(str(path), as_json=False, out=out, err=err, node_rank=0, nodes=1) == 0
+    lines = out.getvalue().splitlines()
+    assert "launcher: node rank 0 of 1 nodes (--node-rank/--nodes)" in lines
+    assert "control: socket none" in lines
+    assert f"socket http: unix:{tmp_path / 'run' / 'http.sock'} (backlog 1024, reuse_port)" in lines
+    assert "group engine: ready 'notify' within 60 s; watchdog 5 s; omp_bind spread" in lines
+    assert (
+        "group api: ready 'http:http://127.0.0.1:8000/ready' within 60 s; "
+        "health 'tcp:127.0.0.1:8000' every 10 s, 3 misses fail; after engine; "
+        "sockets http (fd 3); omp_bind close"
+    ) in lines
+
+
+def test_launcher_from_slurm_through_the_cli(tmp_path: Path) -> None:
+    path = tmp_path / "pool.toml"
+    path.write_text(POOL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PYTHONPATH"))}
+    env |= {"PYTHONPATH": str(ROOT), "SLURM_PROCID": "1", "SLURM_NTASKS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor", "check", str(path), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    launcher = json.loads(done.stdout)["launcher"]
+    assert launcher == {"node_rank": 1, "nodes": 2, "source": "SLURM_PROCID/SLURM_NTASKS"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "supervisor", "check", str(path)],
+        env=env | {"SLURM_PROCID": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == (
+        "SLURM_PROCID/SLURM_NTASKS: node rank 2 must be below the number of nodes 2\n"
+    )
+
+
+def test_removed_env_is_shown_when_the_plan_carries_it() -> None:
+    config = bound_config()
+    plan = plan_for(config)
+    first = plan.replicas[0]
+    carrying = SimpleNamespace(
+        replicas=(
+            SimpleNamespace(
+                **{s: getattr(first, s) for s in first.__slots__}, removed_env=("KMP_AFFINITY",)
+            ),
+        ),
+        warnings=(),
+    )
+    data = json.loads(render_json(carrying))  # type: ignore[arg-type]
+    assert data["replicas"][0]["removed_env"] == ["KMP_AFFINITY"]
+    text = render_text(carrying, config)  # type: ignore[arg-type]
+    assert "  removed from env: KMP_AFFINITY" in text.splitlines()

@@ -19,6 +19,8 @@ KEYS = [
     "restart_window", "backoff", "stop_signal", "bind", "user", "group", "umask",
     "strategy", "smt", "cpus", "nodes", "reserved_cpus", "numa", "lscpu",
     "shutdown_timeout", "log_format", "color", "supervisor", "topology", "bogus",
+    "sockets", "ready", "ready_timeout", "health", "health_interval", "health_failures",
+    "watchdog", "after", "omp_bind", "socket", "control", "listen", "backlog", "reuse_port",
 ]  # fmt: skip
 
 scalars = st.one_of(
@@ -45,7 +47,7 @@ GOOD: dict[str, st.SearchStrategy[Any]] = {
     "stop_signal": st.sampled_from(["SIGTERM", "INT", "usr1", "NOPE"]),
     "bind": st.booleans(),
     "umask": st.integers(-1, 0o1000),
-    "strategy": st.sampled_from(["nodes", "cores", "all", "gpus", "none"]),
+    "strategy": st.sampled_from(["nodes", "cores", "all", "gpus", "l3", "none"]),
     "smt": st.integers(-1, 4),
     "cpus": st.sampled_from(["", "0-3", "0-3|4-7", "0-", "1,,2"]),
     "nodes": st.sampled_from(["", "0", "0,1", "x"]),
@@ -54,8 +56,27 @@ GOOD: dict[str, st.SearchStrategy[Any]] = {
     "shutdown_timeout": st.floats(-1, 30) | st.integers(0, 30),
     "log_format": st.sampled_from(["console", "json", "text"]),
     "color": st.sampled_from(["auto", "always", "never", True]),
+    "sockets": st.sampled_from([[], ["http"], ["http", "http"], ["nope"], "http"]),
+    "ready": st.sampled_from(
+        ["", "notify", "line:up {name}", "line:(", "tcp:127.0.0.1:80{index}", "http:x", "tcp:"]
+    ),
+    "ready_timeout": st.floats(-1, 100),
+    "health": st.sampled_from(["", "tcp:[::1]:9000", "http:http://h/{fd:http}", "notify"]),
+    "health_failures": st.integers(-1, 4),
+    "watchdog": st.floats(-1, 5),
+    "after": st.sampled_from([[], ["a"], ["b"], ["c-1"], ["zz"], "a"]),
+    "omp_bind": st.sampled_from(["close", "spread", "none", "master"]),
 }
-GROUP_KEYS = list(GOOD)[:10]
+GROUP_KEYS = [*list(GOOD)[:10], "sockets", "ready", "ready_timeout", "health",
+              "health_failures", "watchdog", "after", "omp_bind"]  # fmt: skip
+SOCKET = st.fixed_dictionaries(
+    {"name": st.sampled_from(["http", "admin", "bad name"])},
+    optional={
+        "listen": st.sampled_from(["127.0.0.1:0", "[::]:8000", "unix:app.sock", "x", "unix:"]),
+        "backlog": st.integers(-1, 2048),
+        "reuse_port": st.booleans() | values,
+    },
+)
 near_valid_group = st.fixed_dictionaries(
     {"name": st.sampled_from(["a", "b", "c-1"]), "command": st.just(["sh", "-c", "{index}"])},
     optional={key: GOOD[key] | values for key in GROUP_KEYS},
@@ -70,6 +91,14 @@ near_valid = st.fixed_dictionaries(
             {},
             optional={
                 k: GOOD[k] for k in ("strategy", "smt", "cpus", "nodes", "reserved_cpus", "numa")
+            },
+        ),
+        "socket": st.lists(SOCKET, max_size=2) | values,
+        "control": st.fixed_dictionaries(
+            {},
+            optional={
+                "socket": st.sampled_from(["auto", "", "ctl.sock"]) | values,
+                "listen": st.sampled_from(["", "127.0.0.1:9100", "[::1]:0", "h:x"]) | values,
             },
         ),
     },

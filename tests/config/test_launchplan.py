@@ -113,7 +113,7 @@ def test_golden_off_and_taskset() -> None:
     assert plan.replicas[0].argv[:3] == ("numactl", "--physcpubind=0", "--")
     assert plan.replicas[1].argv[:3] == ("numactl", "--physcpubind=2", "--")
     plan = plan_ubicloud(ENGINE, strategy="cores", numa="off", which=on_path("taskset"))
-    assert plan.replicas[1].argv[:4] == ("taskset", "-c", "2", "--")
+    assert plan.replicas[1].argv[:4] == ("taskset", "-c", "2", "python")  # no "--"
     assert plan.warnings == ()
 
 
@@ -159,7 +159,7 @@ def test_auto_on_one_node_needs_no_probe() -> None:
 
 def test_auto_without_numactl_falls_back_to_taskset_with_warning() -> None:
     plan = plan_ubicloud(ENGINE, strategy="nodes", which=on_path("taskset"))
-    assert plan.replicas[0].argv[:4] == ("taskset", "-c", "0,2,6", "--")
+    assert plan.replicas[0].argv[:4] == ("taskset", "-c", "0,2,6", "python")
     (warning,) = plan.warnings
     assert "numactl" in warning
 

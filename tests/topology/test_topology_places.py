@@ -91,12 +91,31 @@ def test_cpu_masks_are_cut_on_their_own() -> None:
     topo = synthetic(sockets=2, cores_per_socket=4)
     assert [p.cpus for p in topo.places("all", cpus="0-2|5-7")] == [(0, 1, 2), (5, 6, 7)]
     assert [p.cpus for p in topo.places("nodes", cpus="2-5")] == [(2, 3), (4, 5)]
-    with pytest.raises(TopologyError, match="CPU 8 in mask '8-9' is not on this machine"):
-        topo.places("all", cpus="0-1|8-9")
-    with pytest.raises(TopologyError, match=r"CPU 1 in mask .* is not allowed"):
-        topo.restrict({0, 2}).places("all", cpus="0-1")
-    with pytest.raises(TopologyError, match="masks 1 and 2"):
+    with pytest.raises(TopologyError, match="CPU 3 is in lists 1 and 2"):
         topo.places("all", cpus="0-3|3-4")
+
+
+def test_cpu_masks_are_narrowed_to_the_allowed_cpus() -> None:
+    """One config moves between cpusets: disallowed or absent CPUs are dropped, one warning."""
+    topo = synthetic(sockets=2, cores_per_socket=8).restrict(range(12))
+    warnings: list[str] = []
+    places = topo.places("all", cpus="0-3|8-15,20-23", warnings=warnings)
+    assert [p.cpus for p in places] == [(0, 1, 2, 3), (8, 9, 10, 11)]
+    assert warnings == [
+        "cpus: 12-15,20-23 are not allowed here (offline, absent, or outside this process's "
+        "affinity or cpuset); placing on 0-3|8-11 only"
+    ]
+    with pytest.raises(TopologyError, match=r"list 3 \('20-23'\) has no CPU allowed here"):
+        topo.places("all", cpus="0-3|8-11|20-23")
+    quiet: list[str] = []
+    assert len(topo.places("cores", cpus="0-1", warnings=quiet)) == 2 and quiet == []
+    topo.places("all", cpus="0-3|8-15")  # no list given: narrowed all the same
+
+
+def test_one_dropped_cpu_is_named_in_the_singular() -> None:
+    warnings: list[str] = []
+    synthetic(cores_per_socket=4, offline=[3]).places("all", cpus="2-3", warnings=warnings)
+    assert warnings[0].startswith("cpus: 3 is not allowed here") and "placing on 2 only" in warnings[0]
 
 
 @pytest.mark.parametrize("mask", ["", "auto", "0-1,", "0-1|"])

@@ -85,15 +85,19 @@ def test_sysfs_core_id_repeats_per_package(tmp_path: Path, kernel_lists: bool) -
 
 @pytest.mark.parametrize("kernel_lists", [True, False], ids=["online-list", "per-cpu-online"])
 def test_sysfs_offline_and_no_numa(tmp_path: Path, kernel_lists: bool) -> None:
+    """Without NUMA in sysfs no CPU is put in an invented node 0: places have no nodes."""
     topo = synthetic(cores_per_socket=2, threads_per_core=2, offline=[2])
     write_sysfs(topo, tmp_path, kernel_lists=kernel_lists)
     for node in (tmp_path / "devices/system/node").iterdir():
         (node / "cpulist").unlink()
     read = Topology.from_sysfs(tmp_path)
     assert read.allowed == {0, 1, 3}
-    assert {c.node for c in read.cpus} == {0}
-    assert [p.cpus for p in read.places("cores", smt=0)] == [(0,), (1, 3)]
-    assert read.cpus == topo.cpus  # offline CPU 2 stays in core 0 (core_id 0) with CPU 0
+    assert {c.node for c in read.cpus} == {None}
+    assert read.nodes == () and read.mems_allowed == frozenset()
+    assert [(p.cpus, p.nodes) for p in read.places("cores", smt=0)] == [((0,), ()), ((1, 3), ())]
+    assert [p.cpus for p in read.places("nodes", smt=0)] == [(0, 1, 3)]
+    # offline CPU 2 stays in core 0 (core_id 0) with CPU 0
+    assert [c[:3] for c in read.cpus] == [c[:3] for c in topo.cpus]
 
 
 def test_sysfs_bad_values_are_named(tmp_path: Path) -> None:

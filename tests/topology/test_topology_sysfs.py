@@ -54,7 +54,7 @@ def test_smt4_lists_and_old_kernel_names(tmp_path: Path) -> None:
         (directory / "core_cpus_list").rename(directory / "thread_siblings_list")
         (directory / "package_cpus_list").rename(directory / "core_siblings_list")
     (tmp_path / CPU / "cpu1/topology/physical_package_id").unlink()  # covered by cpu0's list
-    assert (tmp_path / CPU / "cpu0/topology/thread_siblings_list").read_text() == "0,4,8,12"
+    assert (tmp_path / CPU / "cpu0/topology/thread_siblings_list").read_text() == "0,4,8,12\n"
     assert Topology.from_sysfs(tmp_path).cpus == topo.cpus
 
 
