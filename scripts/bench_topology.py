@@ -2,8 +2,9 @@
 
 "detect" here is ``Topology.from_lscpu_json`` of a synthetic ``lscpu -Je`` dump given as
 JSON text (parsing included), the path ``--lscpu`` and the lscpu fallback take; the
-last column is ``Topology.detect()`` on a synthetic sysfs tree written to a temp dir
-(one file read per core, so I/O bound) plus the same plan.
+last columns are ``Topology.detect()`` on a synthetic sysfs tree written to a temp dir
+(one sibling-list read per core, so bound by open/read/close), alone and plus the plan.
+The sysfs goal (issue 12) is ``detect()`` alone under 20 ms at 4,096 CPUs.
 Each run starts after ``gc.collect()``; the collector stays enabled while timing.
 "plan" is ``places("nodes")`` plus ``places("cores")``. Best of several runs.
 
@@ -54,18 +55,21 @@ def _detect_and_plan(dump: str) -> None:
     _plan(Topology.from_lscpu_json(dump))
 
 
-def _detect_sysfs_and_plan(root: Path, size: int) -> None:
+def _detect_sysfs(root: Path, size: int) -> Topology:
     """``detect()`` on the fake tree (no /proc or cgroup there: affinity alone limits)."""
-    topo = Topology.detect(
+    return Topology.detect(
         sysfs_root=root, proc_root=root / "proc", cgroup_root=root, affinity=range(size)
     )
-    _plan(topo)
+
+
+def _detect_sysfs_and_plan(root: Path, size: int) -> None:
+    _plan(_detect_sysfs(root, size))
 
 
 def main() -> int:
     header = (
         f"{'CPUs':>6} {'detect+plan ms':>15} {'us/CPU':>8} {'vs 256':>7}"
-        f" {'(json ms':>9} {'plan ms)':>9} {'sysfs detect+plan ms':>21}"
+        f" {'(json ms':>9} {'plan ms)':>9} {'sysfs detect ms':>16} {'+plan ms':>9}"
     )
     print(header)
     base = 0.0
@@ -80,22 +84,25 @@ def main() -> int:
         plan = best(partial(_plan, topo))
         with tempfile.TemporaryDirectory() as tmp:
             write_sysfs(topo, tmp)
+            sysfs_detect = best(partial(_detect_sysfs, Path(tmp), size), repeat=9)
             sysfs = best(partial(_detect_sysfs_and_plan, Path(tmp), size), repeat=5)
         per_cpu = total / size
         base = base or per_cpu
         over_goal |= size == 4096 and total > GOAL_S
         if size == 4096:
-            sysfs_4096 = sysfs
+            sysfs_4096 = sysfs_detect
         print(
             f"{size:>6} {total * 1e3:>15.2f} {per_cpu * 1e6:>8.2f} {per_cpu / base:>7.2f}"
-            f" {detect * 1e3:>9.2f} {plan * 1e3:>9.2f} {sysfs * 1e3:>21.1f}"
+            f" {detect * 1e3:>9.2f} {plan * 1e3:>9.2f} {sysfs_detect * 1e3:>16.1f}"
+            f" {sysfs * 1e3:>9.1f}"
         )
     print(f"goal: detect+plan under {GOAL_S * 1e3:.0f} ms at 4,096 CPUs (lscpu dump): "
           f"{'MISSED' if over_goal else 'met'}")
-    # Reported, not failed on: the sysfs path is bound by one file read per core.
-    print(f"goal: detect+plan under {GOAL_S * 1e3:.0f} ms at 4,096 CPUs (sysfs detect): "
-          f"{'MISSED' if sysfs_4096 > GOAL_S else 'met'} ({sysfs_4096 * 1e3:.1f} ms)")
-    return 1 if over_goal else 0
+    sysfs_missed = sysfs_4096 > GOAL_S
+    print(f"goal: Topology.detect() under {GOAL_S * 1e3:.0f} ms on a 4,096-CPU sysfs tree: "
+          f"{'MISSED' if sysfs_missed else 'met'} ({sysfs_4096 * 1e3:.1f} ms, "
+          f"{sysfs_4096 / GOAL_S:.2f}x the goal)")
+    return 1 if over_goal or sysfs_missed else 0
 
 
 if __name__ == "__main__":

@@ -213,6 +213,8 @@ def run_check(
             config,
             environ=environ,
             probe=NumactlProbe(numactl or "numactl", environ=environ),
+            node_rank=node_rank,
+            nodes=nodes,
         )
     except ConfigError as exc:
         print(exc, file=err)

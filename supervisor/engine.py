@@ -44,6 +44,7 @@ from .output import (
 )
 from .plan import LaunchPlan, Planner
 from .replica import DRAIN_TIMEOUT, KILL_WAIT, Replica, ReplicaStatus
+from .sockets import SocketSet
 from .state import ReplicaState
 
 EXIT_OK = 0
@@ -75,8 +76,16 @@ class Supervisor:
         drain_timeout: float = DRAIN_TIMEOUT,
         line_buffer: int | None = None,
         output: StreamSink | None = None,
+        sockets: SocketSet | None = None,
+        child_nofile: tuple[int, int] | None = None,
+        node_rank: int | None = None,
+        nodes: int | None = None,
     ) -> None:
         self.config = config
+        self._sockets = sockets
+        self._own_sockets = sockets is None
+        self.child_nofile = child_nofile
+        self._launcher_args = (node_rank, nodes)
         self._plan = plan
         self._environ = dict(os.environ if environ is None else environ)
         self.log = logger if logger is not None else structlog.get_logger("supervisor")
@@ -136,7 +145,14 @@ class Supervisor:
         from .numaprobe import NumactlProbe
         from .plan import build_plan
 
-        return build_plan(config, environ=self._environ, probe=NumactlProbe())
+        node_rank, nodes = self._launcher_args
+        return build_plan(
+            config,
+            environ=self._environ,
+            probe=NumactlProbe(),
+            node_rank=node_rank,
+            nodes=nodes,
+        )
 
     def _log_warnings(self, warnings: Sequence[str]) -> None:
         for warning in warnings:
@@ -192,8 +208,13 @@ class Supervisor:
             if self._plan is None:
                 self._plan = await anyio.to_thread.run_sync(self._build_plan, self.config)
                 self._log_warnings(self._plan.warnings)
+            if self._sockets is None:
+                self._sockets = SocketSet()
+                self._sockets.open(self.config)
             await self._main(self._plan, task_status)
         finally:
+            if self._own_sockets and self._sockets is not None:
+                self._sockets.close()
             if self._own_sink and isinstance(self.sink, StreamSink):
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self.sink.close, self.drain_timeout)
@@ -460,6 +481,8 @@ class Supervisor:
 
                     config = await anyio.to_thread.run_sync(load_config, self.config.source)
                 plan = await anyio.to_thread.run_sync(self._build_plan, config)
+                if self._sockets is not None:
+                    self._sockets.open(config)
             except ConfigError as exc:
                 self.log.error("reload_failed", error=str(exc))
                 raise
@@ -569,6 +592,15 @@ class Supervisor:
         if self.history is not None:
             self.history.record(replica.name, stream, data)
         await self.sink.write(replica.name, pid, stream, data)
+
+    def socket_fds(self, names: tuple[str, ...]) -> tuple[int, ...]:
+        if not names or self._sockets is None:
+            return ()
+        return self._sockets.fds(names)
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of any replica's state (for status watchers)."""
+        await self._wait_change()
 
     async def flushed(self, stream: Stream) -> None:
         if isinstance(self.sink, StreamSink):
@@ -795,19 +827,20 @@ class Supervisor:
             self.sink.abandon()
 
     async def _final_drain(self) -> None:
-        """Let the last lines through (bounded), then report completion."""
+        """Let the last lines through (one bounded wait), then report completion.
+
+        Output a stalled reader still holds back at the end of that wait is
+        dropped, and counted in ``shutdown_complete``.
+        """
         for r in self.replicas:
             r.kill_strays()  # nothing of ours outlives the supervisor
         with anyio.move_on_after(self.drain_timeout):
             for r in self.replicas:
                 await r.wait_drained()
-        dropped = 0
-        if isinstance(self.sink, StreamSink):
-            if self.stopping:
-                dropped = self.sink.abandon() if self._sink_stalled() else self.sink.dropped
-            with anyio.move_on_after(self.drain_timeout):
+            if isinstance(self.sink, StreamSink):
                 for stream in ("stdout", "stderr"):
                     await self.sink.drain(stream)
+        dropped = self.sink.abandon() if isinstance(self.sink, StreamSink) else 0
         with anyio.move_on_after(self.drain_timeout):
             for r in self.replicas:
                 await r.finished.wait()  # each replica's last state is recorded
@@ -816,9 +849,6 @@ class Supervisor:
             if dropped:
                 fields["output_dropped_bytes"] = dropped
             self.log.info("shutdown_complete", **fields)
-
-    def _sink_stalled(self) -> bool:
-        return any(not r._drained.is_set() for r in self.replicas if r.child is not None)
 
 
 def _same_spec(a: GroupConfig, b: GroupConfig) -> bool:

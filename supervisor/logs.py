@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO, cast
+from typing import Any, Protocol, TextIO, cast
 
 import structlog
 
 
-def configure(*, log_format: str, color: bool, stream: TextIO | None = None) -> Any:
+class Writable(Protocol):
+    def write(self, text: str, /) -> int: ...
+    def flush(self) -> None: ...
+
+
+def configure(*, log_format: str, color: bool, stream: Writable | None = None) -> Any:
     """Console renderer for people, one JSON object per line for machines."""
     out = cast(TextIO, _Tolerant(stream if stream is not None else sys.stderr))
     renderer: Any
@@ -35,8 +40,8 @@ class _Tolerant:
     A supervisor must not crash, with its replicas, because nobody reads its log.
     """
 
-    def __init__(self, stream: TextIO) -> None:
-        self._stream: TextIO | None = stream
+    def __init__(self, stream: Writable) -> None:
+        self._stream: Writable | None = stream
 
     def write(self, text: str) -> int:
         if self._stream is not None:

@@ -122,8 +122,15 @@ class StreamSink:
         self._writer(stream).write_nowait(data)
 
     def abandon(self) -> int:
-        """Drop unwritten output (the stop deadline passed); total bytes dropped."""
-        return sum(w.abandon() for w in self._writers.values())
+        """Drop what a stalled reader still holds back; total bytes dropped so far.
+
+        Only streams with output pending are abandoned: one whose reader keeps
+        up still carries the supervisor's last log lines.
+        """
+        for writer in self._writers.values():
+            if writer.pending:
+                writer.abandon()
+        return self.dropped
 
     @property
     def dropped(self) -> int:

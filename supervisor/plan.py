@@ -7,15 +7,33 @@ only effects it may cause go through the injected ``which`` and ``probe``.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from topology import Place, Topology, TopologyError, format_cpulist, omp_env, wrapper_argv
 
 from .allocator import PlaceAllocator
-from .config import Config, ConfigError, GroupConfig, expand_placeholders, placeholder_values
+from .config import (
+    Config,
+    ConfigError,
+    GroupConfig,
+    ProbeSpec,
+    expand_placeholders,
+    parse_probe,
+    placeholder_values,
+)
+from .envplan import (
+    Launcher,
+    control_socket_path,
+    detect_launcher,
+    placement_env,
+    strip_launcher,
+)
+from .sdnotify import MANAGER_VARS
+from .sockets import listen_env
 
 Probe = Callable[[Sequence[str]], str | None]
 Memory = Literal["bind", "preferred", "off"]
@@ -38,6 +56,10 @@ class ReplicaPlan:
     cpus: tuple[int, ...]
     nodes: tuple[int, ...]
     place: Place | None = None
+    removed_env: tuple[str, ...] = ()  # inherited variables taken out (placement hygiene)
+    sockets: tuple[str, ...] = ()  # [[socket]] names, passed as fds 3, 4, ...
+    ready: ProbeSpec = field(default_factory=lambda: ProbeSpec(kind="started"))
+    health: ProbeSpec | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -51,6 +73,8 @@ class LaunchPlan:
     replicas: tuple[ReplicaPlan, ...]
     warnings: tuple[str, ...] = ()
     planner: Planner | None = None
+    launcher: Launcher = field(default_factory=Launcher)
+    control_socket: str | None = None
 
     def group(self, name: str) -> tuple[ReplicaPlan, ...]:
         """The replicas of group ``name`` in index order."""
@@ -64,6 +88,8 @@ def build_plan(
     environ: Mapping[str, str],
     which: Callable[[str], str | None] = shutil.which,
     probe: Probe | None = None,
+    node_rank: int | None = None,
+    nodes: int | None = None,
 ) -> LaunchPlan:
     """Plan every replica of ``config``.
 
@@ -74,7 +100,15 @@ def build_plan(
     live (not dumped) topology with more than one node.
     Raises ConfigError, topology problems included (as ``<file>: topology: ...``).
     """
-    planner = Planner(config, topology=topology, environ=environ, which=which, probe=probe)
+    planner = Planner(
+        config,
+        topology=topology,
+        environ=environ,
+        which=which,
+        probe=probe,
+        node_rank=node_rank,
+        nodes=nodes,
+    )
     allocator = PlaceAllocator(planner.places)
     replicas = []
     for i, group in enumerate(config.groups):
@@ -86,7 +120,18 @@ def build_plan(
         for index in range(group.replicas):
             place = allocator.take(f"{group.name}_{index}") if planner.binds(group) else None
             replicas.append(planner.replica(group, index, group.replicas, place))
-    return LaunchPlan(replicas=tuple(replicas), warnings=planner.warnings, planner=planner)
+    return LaunchPlan(
+        replicas=tuple(replicas),
+        warnings=tuple(planner.warnings),
+        planner=planner,
+        launcher=planner.launcher,
+        control_socket=control_socket_path(
+            config,
+            node_rank=planner.launcher.known_node_rank,
+            environ=environ,
+            euid=os.geteuid(),
+        ),
+    )
 
 
 class Planner:
@@ -104,19 +149,31 @@ class Planner:
         environ: Mapping[str, str],
         which: Callable[[str], str | None] = shutil.which,
         probe: Probe | None = None,
+        node_rank: int | None = None,
+        nodes: int | None = None,
     ) -> None:
         self.config = config
-        self.inherited = {k: v for k, v in environ.items() if not k.startswith(PRIVATE_PREFIX)}
-        found = _places(config, topology, self.inherited)
-        self.places: tuple[Place, ...] = found.places
+        self.launcher = detect_launcher(environ, node_rank=node_rank, nodes=nodes)
+        # The launcher's per-task variables describe this supervisor, not its replicas.
+        # Nor do the service manager's: a replica never inherits systemd's
+        # NOTIFY_SOCKET or LISTEN_FDS (it gets its own, when configured).
+        self.inherited = strip_launcher(
+            {
+                k: v
+                for k, v in environ.items()
+                if not k.startswith(PRIVATE_PREFIX) and k not in MANAGER_VARS
+            }
+        )
         warnings: list[str] = []
+        found = _places(config, topology, self.inherited, warnings)
+        self.places: tuple[Place, ...] = found.places
         # A dump describes another machine: probing this kernel would say nothing about it.
         live_probe = None if config.topology.lscpu else probe
         bound = any(g.bind for g in config.groups) and bool(found.places)
         self._wrap = _wrapper(
             config, bound, found.places, which, live_probe, warnings, found.multi_node
         )
-        self.warnings = tuple(warnings)
+        self.warnings = warnings
 
     def binds(self, group: GroupConfig) -> bool:
         return group.bind and self.config.topology.strategy != "none"
@@ -126,32 +183,78 @@ class Planner:
     ) -> ReplicaPlan:
         """How replica ``index`` of ``group`` runs on ``place`` (None: unbound)."""
         config = self.config
+        launcher = self.launcher
         cwd = str((config.base_dir / group.cwd).resolve())
-        values = placeholder_values(group.name, index, replicas)
-        added = {k: expand_placeholders(v, values) for k, v in group.env.items()}
-        added |= {
+        values = placeholder_values(
+            group.name,
+            index,
+            replicas,
+            node_rank=launcher.node_rank,
+            nodes=launcher.nodes,
+            sockets=group.sockets,
+        )
+        group_env = {k: expand_placeholders(v, values) for k, v in group.env.items()}
+        own = {
             "SUPERVISOR_GROUP": group.name,
             "SUPERVISOR_NAME": values["name"],
             "SUPERVISOR_INDEX": values["index"],
             "SUPERVISOR_REPLICAS": values["replicas"],
+            "SUPERVISOR_NODE_RANK": values["node_rank"],
+            "SUPERVISOR_RANK": values["rank"],
+            "SUPERVISOR_WORLD_SIZE": values["world_size"],
+            **listen_env(group.sockets),
         }
         command = tuple(expand_placeholders(arg, values) for arg in group.command)
         prefix: tuple[str, ...] = ()
+        removed: tuple[str, ...] = ()
         if place is not None:
-            added |= omp_env(place, config.topology.reserved_cpus)
+            hygiene = placement_env(
+                self.inherited,
+                omp_env(place, config.topology.reserved_cpus),
+                group_env,
+                omp_bind=group.omp_bind,
+                place_cpus=len(place.cpus),
+                replica=group.name,
+            )
+            for warning in hygiene.warnings:
+                if warning not in self.warnings:
+                    self.warnings.append(warning)
+            added = hygiene.added | own
+            removed = hygiene.removed
+            env = hygiene.apply(self.inherited) | own
             prefix = tuple(self._wrap(place))
+        else:
+            added = group_env | own
+            env = self.inherited | added
+        position = config.groups.index(group) if group in config.groups else 0
+        ready = self._probe(group.ready, values, f"group[{position}].ready", health=False)
+        health = (
+            self._probe(group.health, values, f"group[{position}].health", health=True)
+            if group.health
+            else None
+        )
         return ReplicaPlan(
             name=values["name"],
             group=group.name,
             index=index,
             argv=prefix + command,
-            env=self.inherited | added,
+            env=env,
             env_added=added,
             cwd=cwd,
             cpus=place.cpus if place else (),
             nodes=place.nodes if place else (),
             place=place,
+            removed_env=removed,
+            sockets=tuple(group.sockets),
+            ready=ready,
+            health=health,
         )
+
+    def _probe(self, text: str, values: Mapping[str, str], key: str, *, health: bool) -> ProbeSpec:
+        try:
+            return parse_probe(expand_placeholders(text, values), health=health)
+        except ValueError as exc:
+            raise self.config.error(key, f"for {values['name']}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +263,31 @@ class _Places:
     multi_node: bool
 
 
-def _places(config: Config, given: Topology | None, environ: Mapping[str, str]) -> _Places:
+#: fds the supervisor holds for each replica: two pipe read ends and a pidfd.
+FDS_PER_REPLICA = 3
+#: fds the supervisor needs besides: its loop, log, guard, control socket, clients.
+FDS_BASE = 64
+
+
+def fd_problem(config: Config, hard_limit: int) -> str | None:
+    """Why the fd hard limit cannot hold this config's replicas, or None."""
+    replicas = sum(g.replicas for g in config.groups)
+    needed = FDS_BASE + FDS_PER_REPLICA * replicas + len(config.sockets)
+    if hard_limit < 0 or needed <= hard_limit:  # RLIM_INFINITY is -1
+        return None
+    return (
+        f"{replicas} replicas need about {needed} open files in the supervisor but the hard "
+        f"limit is {hard_limit}; raise it (ulimit -Hn, LimitNOFILE= in a systemd unit) "
+        "or run fewer replicas"
+    )
+
+
+def _places(
+    config: Config,
+    given: Topology | None,
+    environ: Mapping[str, str],
+    warnings: list[str] | None = None,
+) -> _Places:
     """Compute the places once, from the dump, the given topology or this machine."""
     settings = config.topology
     if settings.strategy == "none":
@@ -177,6 +304,7 @@ def _places(config: Config, given: Topology | None, environ: Mapping[str, str]) 
             nodes=settings.nodes,
             reserved=0,
             environ=environ,
+            warnings=warnings,
         )
     except TopologyError as exc:
         raise ConfigError(f"{config.source}: topology: {exc}") from None
@@ -266,6 +394,8 @@ def _probe_all(places: Iterable[Place], probe: Probe) -> str | None:
     """Ask the probe once per distinct node set; the first refusal wins."""
     asked: set[tuple[str, ...]] = set()
     for place in places:
+        if not place.nodes:
+            continue  # a CPU sysfs puts in no node: nothing to bind its memory to
         args = (f"--membind={format_cpulist(place.nodes)}",)
         if args in asked:
             continue

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import anyio
 import psutil
 
+from .sockets import shim_prefix
+
 #: The exec wrapper that arms the parent-death signal, resolved once.
 _SETPRIV: str | None = shutil.which("setpriv")
 _PDEATH_SHIM = (
@@ -35,6 +37,8 @@ _PDEATH_SHIM = (
     "os.execvp(sys.argv[2],sys.argv[2:])"
 )
 
+
+_PRLIMIT: str | None = shutil.which("prlimit")
 
 #: Binding wrappers the planner puts before ``--`` and the user's command.
 _WRAPPERS = frozenset({"numactl", "taskset"})
@@ -110,9 +114,7 @@ class Child:
             while status is None:  # readable means exited; the reap cannot block long
                 status = _reap(self.pid, blocking=True)
         else:  # no pidfd (old kernel): one blocking wait in a worker thread
-            status = await anyio.to_thread.run_sync(
-                _reap, self.pid, True, abandon_on_cancel=True
-            )
+            status = await anyio.to_thread.run_sync(_reap, self.pid, True, abandon_on_cancel=True)
             assert status is not None
         self.returncode = status
         self.popen.returncode = status
@@ -200,6 +202,7 @@ def spawn(
     group: str | None = None,
     umask: int | None = None,
     fds: Sequence[int] = (),
+    nofile: tuple[int, int] | None = None,
 ) -> Child:
     """Start ``argv`` under the parent-death wrapper in a new session.
 
@@ -219,7 +222,14 @@ def spawn(
         os.close(out_r)
         os.close(out_w)
         raise SpawnError(exc.errno or 0, _spawn_reason(exc, argv, cwd)) from exc
-    full = [*pdeathsig_prefix(), *argv]
+    full = [*pdeathsig_prefix()]
+    if nofile is not None:
+        # The supervisor raised its own soft fd limit; the replica gets the
+        # original one back, as systemd gives each service its configured limit.
+        full += [_PRLIMIT or "prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--"]
+    if fds:
+        full += shim_prefix(fds)
+    full += argv
     try:
         try:
             popen = subprocess.Popen(
@@ -268,8 +278,11 @@ def _check_command(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> Non
     if not argv:
         raise SpawnError(errno.EINVAL, "empty command")
     progs = [argv[0]]
-    if os.path.basename(argv[0]) in _WRAPPERS and "--" in argv[:-1]:
+    base = os.path.basename(argv[0])
+    if base == "numactl" and "--" in argv[:-1]:
         progs.append(argv[list(argv).index("--") + 1])  # the user's program, after the wrapper
+    elif base == "taskset" and len(argv) > 3 and argv[1] == "-c":
+        progs.append(argv[3])  # taskset -c CPUS PROGRAM ...
     for prog in progs:
         if os.sep in prog:
             path = os.path.join(cwd, prog)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +17,8 @@ from supervisor import Config, GroupConfig, SupervisorSettings
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
+#: Added to a stop deadline in waits: scheduling on a loaded 2-core CI machine.
+STOP_SLACK = 2.0
 
 
 def group(name: str, code: str, **kw: Any) -> GroupConfig:
@@ -29,6 +33,51 @@ def config(*groups: GroupConfig, shutdown_timeout: float = 5.0, **kw: Any) -> Co
         base_dir=REPO,
         **kw,
     )
+
+
+def toml_config(
+    tmp: Path,
+    groups: Sequence[dict[str, Any]],
+    *,
+    shutdown_timeout: float = 5.0,
+    extra: str = "",
+    name: str = "serve.toml",
+) -> Path:
+    """Write a ``serve`` config file: the one TOML builder of the suite.
+
+    Values are JSON-encoded (valid TOML for strings, lists, numbers, booleans);
+    a dict value becomes an inline table. The log is JSON, so ``Serve.events``
+    can read it. ``extra`` is appended to ``[supervisor]`` (or adds tables).
+    """
+    parts = [
+        "[supervisor]",
+        f"shutdown_timeout = {shutdown_timeout}",
+        'log_format = "json"',
+        'color = "never"',
+        extra,
+    ]
+    for g in groups:
+        parts.append("[[group]]")
+        for key, value in g.items():
+            if isinstance(value, dict):
+                inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+                parts.append(f"{key} = {{ {inner} }}")
+            else:
+                parts.append(f"{key} = {json.dumps(value)}")
+    path = tmp / name
+    path.write_text("\n".join(parts) + "\n")
+    return path
+
+
+def script(tmp: Path, name: str, code: str) -> str:
+    """Write a Python script for a replica to run; its path."""
+    path = tmp / name
+    path.write_text(code)
+    return str(path)
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 async def eventually(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

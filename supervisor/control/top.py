@@ -65,31 +65,44 @@ class Sampler:
         return rows
 
 
-def build_table(doc: dict[str, Any], rows: list[dict[str, Any]], socket: str) -> Table:
+OTHER_COLUMNS_WIDTH = 70  # every column but NAME at its minimum, with padding
+
+
+def build_table(
+    doc: dict[str, Any], rows: list[dict[str, Any]], socket: str, width: int = 80
+) -> Table:
     from rich.table import Table
 
     ready = "[green]ready[/]" if doc.get("ready") else "[yellow]not ready[/]"
     table = Table(
         title=f"placevisor {socket}  {len(rows)} replicas  {ready}   (q quits)",
-        expand=True,
+        expand=False,
         pad_edge=False,
+        box=None,
+        padding=(0, 1, 0, 0),
+        header_style="bold",
     )
-    for name, justify in (
-        ("NAME", "left"),
-        ("GROUP", "left"),
-        ("STATE", "left"),
-        ("READY", "left"),
-        ("PID", "right"),
-        ("CPU%", "right"),
-        ("RSS", "right"),
-        ("THR", "right"),
-        ("RST", "right"),
-        ("UP", "right"),
-        ("CPUS", "left"),
-        ("NUMA-LOCAL", "right"),
-        ("PLACE", "left"),
+    for name, justify, low, high in (
+        ("NAME", "left", 8, max(8, width - OTHER_COLUMNS_WIDTH)),
+        ("STATE", "left", 8, None),
+        ("RDY", "left", 3, None),
+        ("PID", "right", 7, None),
+        ("CPU%", "right", 6, None),
+        ("RSS", "right", 7, None),
+        ("THR", "right", 3, None),
+        ("RST", "right", 3, None),
+        ("UP", "right", 6, None),
+        ("CPUS", "left", 4, 16),
+        ("NUMA%", "right", 5, None),
+        ("PLACE", "left", 5, None),
     ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            min_width=low,
+            max_width=high,
+        )
     for r in rows:
         state = str(r["state"])
         style = STATE_STYLES.get(state)
@@ -97,7 +110,6 @@ def build_table(doc: dict[str, Any], rows: list[dict[str, Any]], socket: str) ->
         numa = r["numa"]
         table.add_row(
             str(r["name"]),
-            str(r["group"]),
             f"[{style}]{state}[/]" if style else state,
             "yes" if r.get("ready") else "no",
             str(r["pid"]) if r.get("pid") else "-",
@@ -152,7 +164,8 @@ def run_top(client: Client, *, interval: float = 1.0) -> int:
         while True:
             doc = checked(client.request("GET", "/v1/status"))
             rows = sampler.sample(doc["replicas"])
-            live.update(build_table(doc, rows, client.path), refresh=True)
+            table = build_table(doc, rows, client.path, console.width)
+            live.update(table, refresh=True)
             deadline = time.monotonic() + max(interval, 0.1)
             while (left := deadline - time.monotonic()) > 0:
                 key = _wait_key(fd, left)

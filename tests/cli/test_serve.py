@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import psutil
 
-from tests.helpers import PY, REPO, procs_with, wait_until
+from supervisor.replica import KILL_WAIT
+from tests.helpers import PY, REPO, STOP_SLACK, procs_with, wait_until
 from tests.serve_process import Serve
 
 
@@ -49,10 +49,9 @@ def test_sigterm_stops_everything_and_exits_0(tmp_path: Path, no_leaks_sync: Non
     serve = Serve(sleeper_config(tmp_path, token))
     serve.wait_for("ready", count=3)
     wait_until(lambda: len(procs_with(token)) == 6, 5, "3 replicas and 3 grandchildren")
-    started = time.monotonic()
     serve.signal(signal.SIGTERM)
-    assert serve.finish() == 0
-    assert time.monotonic() - started < 2.0 + 1.0
+    # A deadline on the wait, not a timing assertion: timeout + 1 s + scheduling slack.
+    assert serve.finish(timeout=2.0 + 1.0 + STOP_SLACK) == 0
     wait_until(lambda: not procs_with(token), 2, "every replica and grandchild gone")
     assert "shutdown_complete" in serve.err
 
@@ -76,12 +75,11 @@ replicas = 2
     )
     serve = Serve(cfg)
     serve.wait_for("ready", count=2)
-    started = time.monotonic()
     serve.signal(signal.SIGINT)
     serve.wait_for("shutdown_started", stream="err")
     serve.signal(signal.SIGINT)
-    assert serve.finish() == 0
-    assert time.monotonic() - started < 5.0, "the second signal must not wait 30 s"
+    # The second signal must not wait out the 30 s timeout.
+    assert serve.finish(timeout=KILL_WAIT + STOP_SLACK) == 0
     assert not procs_with(token)
     assert "second stop request" in serve.err
 
@@ -199,7 +197,7 @@ def test_check_json_schema() -> None:
     names = [r["name"] for r in plan["replicas"]]
     assert names == ["compute_0", "compute_1", "api_0"]
     for r in plan["replicas"]:
-        assert set(r) == {"name", "group", "index", "argv", "env", "cpus", "nodes"}
+        assert set(r) == {"name", "group", "index", "argv", "env", "cpus", "nodes", "removed_env"}
         if r["group"] == "compute":
             assert r["cpus"] and r["argv"][0] in ("numactl", "taskset")
             assert r["env"]["OMP_PROC_BIND"] == "close"
@@ -264,10 +262,7 @@ def test_closed_stdout_reader_does_not_kill_the_supervisor(tmp_path: Path) -> No
     code = "import time\nfor i in range(40):\n    print(i, flush=True); time.sleep(0.01)"
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(
-        "[[group]]\n"
-        'name = "w"\n'
-        f"command = {json.dumps([PY, '-c', code])}\n"
-        'restart = "never"\n'
+        f'[[group]]\nname = "w"\ncommand = {json.dumps([PY, "-c", code])}\nrestart = "never"\n'
     )
     proc = subprocess.Popen(
         [PY, "-m", "supervisor", "serve", str(cfg)],

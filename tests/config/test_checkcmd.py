@@ -60,9 +60,16 @@ def test_json_schema() -> None:
         "SUPERVISOR_NAME": "engine_0",
         "SUPERVISOR_INDEX": "0",
         "SUPERVISOR_REPLICAS": "2",
+        "SUPERVISOR_NODE_RANK": "0",
+        "SUPERVISOR_RANK": "0",
+        "SUPERVISOR_WORLD_SIZE": "2",
         "OMP_NUM_THREADS": "3",
         "OMP_PLACES": "{0},{2},{6}",
         "OMP_PROC_BIND": "close",
+        "MKL_NUM_THREADS": "3",
+        "OPENBLAS_NUM_THREADS": "3",
+        "BLIS_NUM_THREADS": "3",
+        "NUMEXPR_NUM_THREADS": "3",
     }
     assert first["cpus"] == [0, 2, 6] and first["nodes"] == [0]
     assert second["nodes"] == [1]
@@ -248,7 +255,8 @@ def test_removed_env_is_shown_when_the_plan_carries_it() -> None:
     carrying = SimpleNamespace(
         replicas=(
             SimpleNamespace(
-                **{s: getattr(first, s) for s in first.__slots__}, removed_env=("KMP_AFFINITY",)
+                **{s: getattr(first, s) for s in first.__slots__ if s != "removed_env"},
+                removed_env=("KMP_AFFINITY",),
             ),
         ),
         warnings=(),

@@ -78,6 +78,9 @@ def test_unbound_plan_has_no_wrapper_and_no_omp() -> None:
         "SUPERVISOR_NAME": "engine_0",
         "SUPERVISOR_INDEX": "0",
         "SUPERVISOR_REPLICAS": "2",
+        "SUPERVISOR_NODE_RANK": "0",
+        "SUPERVISOR_RANK": "0",
+        "SUPERVISOR_WORLD_SIZE": "2",
     }
     assert first.cwd == str(DATA)
     assert plan.warnings == ()

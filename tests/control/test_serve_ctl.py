@@ -122,10 +122,15 @@ def test_top_in_tmux_shows_every_replica_and_q_quits(
     if shutil.which("tmux") is None:
         pytest.skip("tmux missing: apt-get install tmux (listed in .ci/apt-packages)")
     session = f"pvtop-{uuid.uuid4().hex[:8]}"
-    cmd = f"PYTHONPATH={REPO} {PY} -m supervisor ctl --socket {sock_path} top; echo TOP-EXIT=$?"
+    cmd = (
+        f"unset COLUMNS LINES; PYTHONPATH={REPO} {PY} -m supervisor ctl --socket {sock_path} top;"
+        " echo TOP-EXIT=$?"
+    )
     subprocess.run(
         [
             "tmux",
+            "-L",
+            session,
             "new-session",
             "-d",
             "-s",
@@ -144,7 +149,7 @@ def test_top_in_tmux_shows_every_replica_and_q_quits(
 
     def pane() -> str:
         return subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", session],
+            ["tmux", "-L", session, "capture-pane", "-p", "-t", session],
             capture_output=True,
             text=True,
             timeout=30,
@@ -158,14 +163,19 @@ def test_top_in_tmux_shows_every_replica_and_q_quits(
             "worker_with_a_rather_long_group_name_0",
             "CPU%",
             "RSS",
-            "NUMA",
+            "NUMA%",
         ]
-        wait_until(lambda: all(w in pane() for w in wanted), timeout=30, what="top drawn")
+        try:
+            wait_until(lambda: all(w in pane() for w in wanted), timeout=30, what="top drawn")
+        except AssertionError:
+            raise AssertionError(f"top did not show {wanted}:\n{pane()}") from None
         wait_until(lambda: "running" in pane(), what="states shown")
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True, timeout=30)
+        subprocess.run(
+            ["tmux", "-L", session, "send-keys", "-t", session, "q"], check=True, timeout=30
+        )
         wait_until(lambda: "TOP-EXIT=0" in pane(), timeout=15, what="top quit on q")
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False, timeout=30)
+        subprocess.run(["tmux", "-L", session, "kill-server"], check=False, timeout=30)
 
 
 def test_ctl_without_a_supervisor_is_one_line_exit_3(tmp_path: Path) -> None:

@@ -14,13 +14,14 @@ only the step's tasks get signals other than SIGKILL).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,14 @@ def cgroup_usable() -> str:
     except OSError as exc:
         return f"cannot create a cgroup ({exc.strerror})"
     return ""
+
+
+def _remove_cgroups() -> None:
+    """Remove the (empty) cgroups slurmd made for this node, deepest first."""
+    for top in Path("/sys/fs/cgroup").glob(f"*/slurm_{NODE}"):
+        for dirpath, _dirs, _files in os.walk(top, topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
 
 
 def _free_port() -> int:
@@ -269,6 +278,7 @@ class LocalSlurm:
         finally:
             for name in ("slurmd", "slurmctld", "munged"):
                 self._stop(name)
+            _remove_cgroups()
 
     def logs(self) -> str:
         return "\n".join(
@@ -301,8 +311,7 @@ class LocalSlurm:
             proc.kill()
             proc.wait(5)
 
-    def _wait(self, cond: object, timeout: float, what: str, *logs: Path) -> None:
-        assert callable(cond)
+    def _wait(self, cond: Callable[[], bool], timeout: float, what: str, *logs: Path) -> None:
         deadline = time.monotonic() + timeout
         while not cond():
             if time.monotonic() > deadline:

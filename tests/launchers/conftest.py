@@ -10,6 +10,7 @@ not come up is an error with the daemons' logs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +26,8 @@ from tests.launchers._slurm import (
 
 @pytest.fixture(scope="session")
 def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
+    if os.geteuid() != 0:
+        pytest.skip("a local Slurm cluster needs root (slurmd runs job steps as their user)")
     try:
         ensure_installed()
     except SlurmUnavailable as exc:

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ REPLICA = Path(__file__).with_name("_replica.py")
 EXAMPLES = REPO / "examples" / "slurm"
 TERMINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
 SLURM_TASK_VARS = ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_CPU_BIND", "SLURM_CPUS_PER_TASK")
+
+
+@pytest.fixture(autouse=True)
+def _no_job_left(slurm: LocalSlurm) -> Iterator[None]:
+    """A test that failed half-way must not leave a job holding the node's CPUs."""
+    yield
+    slurm.cancel_all()
 
 
 def write_config(tmp: Path, token: str, *, replicas: int, extra_groups: str = "",

@@ -8,9 +8,7 @@ import time
 import uuid
 
 from supervisor.guard import RUN_ID_ENV, Guard, new_run_id
-from tests.helpers import procs_with, wait_until
-
-from ._serve import PY
+from tests.helpers import PY, procs_with, wait_until
 
 # Marked with the run id; its child wipes its environment (env -i) but stays
 # in the session, and must die too.

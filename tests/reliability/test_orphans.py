@@ -10,9 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import procs_with, wait_until
-
-from ._serve import PY, Serve, script, toml_config
+from tests.helpers import PY, procs_with, script, toml_config, wait_until
+from tests.serve_process import Serve
 
 LOOPS = ["uvloop", "asyncio", "trio"]
 
@@ -45,8 +44,7 @@ def _family_config(tmp_path: Path, token: str, replicas: int = 2) -> Path:
 
 def _ready(serve: Serve, n: int) -> None:
     serve.wait_for(
-        lambda: serve.stdout_text().count(" ready\n") == n
-        and serve.stdout_text().count(" daemon ") == n,
+        lambda: serve.out.count(" ready\n") == n and serve.out.count(" daemon ") == n,
         what="replicas ready",
     )
 
@@ -69,11 +67,14 @@ def test_sigkill_of_serve_leaves_nothing_alive(
         serve.proc.send_signal(signal.SIGKILL)
         wait_until(lambda: not procs_with(token), timeout=5.0, what="family gone")
         took = time.monotonic() - killed_at
-        assert serve.wait() == -signal.SIGKILL
+        assert serve.finish() == -signal.SIGKILL
         assert took < 1.0, f"the replicas' family outlived the supervisor by {took:.2f} s"
-        wait_until(lambda: not guards[0].is_running() or guards[0].status() == "zombie",
-                   timeout=5.0, what="guard exit")
-    assert "SIGKILLed" in serve.stderr_text()
+        wait_until(
+            lambda: not guards[0].is_running() or guards[0].status() == "zombie",
+            timeout=5.0,
+            what="guard exit",
+        )
+    assert "SIGKILLed" in serve.err
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -88,10 +89,10 @@ def test_graceful_stop_kills_double_forked_daemons(
         # Adopted by the supervisor (child subreaper), not by init.
         assert {d.ppid() for d in daemons} == {serve.pid}
         serve.proc.send_signal(signal.SIGTERM)
-        assert serve.wait() == 0
+        assert serve.finish() == 0
         assert not procs_with(token)
-    assert serve.events("shutdown_complete")
-    assert "guard" not in serve.stderr_text()  # nothing was left for the guard to kill
+    assert serve.events("shutdown_complete"), serve.err
+    assert "guard" not in serve.err  # nothing was left for the guard to kill
 
 
 # A replica that, while it runs, keeps making orphans that exit at once
@@ -118,21 +119,30 @@ def test_reaping_orphans_keeps_exit_codes_accurate(
     cfg = toml_config(
         tmp_path,
         [
-            {"name": "bad", "command": [PY, prog], "replicas": 3, "restart": "on-failure",
-             "max_restarts": 2, "backoff": 0},
+            {
+                "name": "bad",
+                "command": [PY, prog],
+                "replicas": 3,
+                "restart": "on-failure",
+                "max_restarts": 2,
+                "backoff": 0,
+            },
             {"name": "hold", "command": [PY, "-c", hold]},
         ],
         shutdown_timeout=2.0,
     )
     with Serve(cfg, loop=loop) as serve:
-        assert serve.wait() == 1
+        assert serve.finish() == 1
         exits = [e for e in serve.events("replica_exited") if e["replica"].startswith("bad_")]
         # Those the escalation stopped say so; every other one is the real 7, never
         # the 255 a stolen reap would give.
         own = [e["exit_code"] for e in exits if not e["cause"].startswith("stopped by")]
         assert len(own) >= 3 and set(own) == {7}, exits
-        zombies = [c for c in psutil.Process().children(recursive=True)
-                   if c.status() == psutil.STATUS_ZOMBIE]
+        zombies = [
+            c
+            for c in psutil.Process().children(recursive=True)
+            if c.status() == psutil.STATUS_ZOMBIE
+        ]
         assert not zombies
     (esc,) = serve.events("group_escalated")
     assert esc["exit_code"] == 7

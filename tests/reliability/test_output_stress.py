@@ -17,9 +17,7 @@ import psutil
 import pytest
 
 from supervisor import GroupConfig, Supervisor
-from tests.helpers import REPO, config, eventually, group
-
-from ._serve import PY, script, toml_config
+from tests.helpers import PY, REPO, config, eventually, group, script, toml_config
 
 LINE_RE = re.compile(rb"^\(\w+ pid=(\d+)\) n=(\d+)$", re.M)
 
@@ -97,9 +95,7 @@ FLOOD = (
 FLOOD_RE = re.compile(rb"^\(\w+ pid=\d+\) n=(\d+) x{90}$")
 
 
-def test_flood_with_a_slow_reader_keeps_memory_bounded(
-    tmp_path: Path, no_leaks_sync: None
-) -> None:
+def test_flood_with_a_slow_reader_keeps_memory_bounded(tmp_path: Path, no_leaks_sync: None) -> None:
     """40 MB written at full speed into a stdout drained at about 10 MB/s."""
     prog = script(tmp_path, "flood.py", FLOOD)
     cfg = toml_config(tmp_path, [{"name": "flood", "command": [PY, prog], "restart": "never"}])

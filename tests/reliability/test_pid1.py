@@ -11,9 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import procs_with
-
-from ._serve import PY, Serve, script, toml_config
+from tests.helpers import PY, procs_with, script, toml_config
+from tests.serve_process import Serve
 
 # Orphans that exit at once (double fork): in a PID namespace they are
 # re-parented to PID 1, which must reap them.
@@ -54,7 +53,7 @@ def test_pid1_reaps_zombies_and_stops_on_sigterm(
     cfg = toml_config(tmp_path, [{"name": "z", "command": [PY, prog, token], "replicas": 2}])
     prefix = [unshare, "--pid", "--fork", "--mount-proc", "--kill-child"]
     with Serve(cfg, prefix=prefix, loop=loop) as serve:
-        serve.wait_for(lambda: serve.stdout_text().count(" ready\n") == 2, what="ready")
+        serve.wait_for(lambda: serve.out.count(" ready\n") == 2, what="ready")
         outer = psutil.Process(serve.pid)
         (init,) = outer.children()  # the supervisor, PID 1 inside the namespace
         assert "supervisor" in init.cmdline()
@@ -70,7 +69,7 @@ def test_pid1_reaps_zombies_and_stops_on_sigterm(
             what="every orphan exited and was reaped",
         )
         init.send_signal(signal.SIGTERM)
-        assert serve.wait() == 0, serve.stderr_text()
+        assert serve.finish() == 0, serve.err
         assert not procs_with(token)
     (done,) = serve.events("shutdown_complete")
     assert done["exit_status"] == 0

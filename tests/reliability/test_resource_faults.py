@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ._serve import PY, Serve, fd_count, script, toml_config
+from tests.helpers import PY, fd_count, script, toml_config
+from tests.serve_process import Serve
 
 PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
 
@@ -56,8 +57,14 @@ def _run_fault(
     cfg = toml_config(
         tmp_path,
         [
-            {"name": "w", "command": [*command, str(fifo)], "cwd": cwd, "restart": "on-failure",
-             "max_restarts": 2, "backoff": 0},
+            {
+                "name": "w",
+                "command": [*command, str(fifo)],
+                "cwd": cwd,
+                "restart": "on-failure",
+                "max_restarts": 2,
+                "backoff": 0,
+            },
             {"name": "hold", "command": [PY, "-c", hold], "bind": False},
         ],
         shutdown_timeout=2.0,
@@ -65,14 +72,17 @@ def _run_fault(
     )
     serve = Serve(cfg)
     with serve:
-        out = serve.stdout_text
+
+        def out() -> str:
+            return serve.out
+
         serve.wait_for(lambda: " ready\n" in out() and " held\n" in out(), what="ready")
         fault(serve.pid)
         began = time.monotonic()
         fifo.write_bytes(b"")  # the replica fails; each restart meets the fault
-        assert serve.wait(timeout=20) == 1
+        assert serve.finish(timeout=20) == 1
         assert time.monotonic() - began < 5
-    assert "Traceback" not in serve.stderr_text()
+    assert "Traceback" not in serve.err
     assert len(serve.events("replica_restarting")) == 2
     (esc,) = serve.events("group_escalated")
     assert esc["group"] == "w" and "max_restarts = 2" in esc["reason"]
@@ -84,7 +94,7 @@ def _run_fault(
 
 def _spawn_errors(serve: Serve) -> list[str]:
     errors = [e["error"] for e in serve.events("replica_spawn_failed")]
-    assert len(errors) == 2, serve.stderr_text()  # both restarts met the fault
+    assert len(errors) == 2, serve.err  # both restarts met the fault
     return errors
 
 
@@ -106,9 +116,7 @@ def test_fd_limit_too_low_to_spawn(tmp_path: Path, no_leaks_sync: None) -> None:
     not os.access(PIDS_CGROUP if PIDS_CGROUP.is_dir() else "/sys/fs/cgroup", os.W_OK),
     reason="needs root and a writable pids cgroup to make fork fail for root",
 )
-def test_fork_failing_with_eagain(
-    tmp_path: Path, pids_cgroup: Path, no_leaks_sync: None
-) -> None:
+def test_fork_failing_with_eagain(tmp_path: Path, pids_cgroup: Path, no_leaks_sync: None) -> None:
     """RLIMIT_NPROC does not bind root, so a pids cgroup at its current count makes fork fail."""
 
     def fault(pid: int) -> None:
@@ -129,9 +137,7 @@ def test_binary_deleted_before_a_restart(
     extra = f'[topology]\nstrategy = "{strategy}"\n'
     serve = _run_fault(tmp_path, [str(prog)], fault=lambda pid: None, extra=extra)
     assert not prog.exists()
-    assert all(
-        "command not found" in e and str(prog) in e for e in _spawn_errors(serve)
-    )
+    assert all("command not found" in e and str(prog) in e for e in _spawn_errors(serve))
 
 
 def test_cwd_removed_before_a_restart(tmp_path: Path, no_leaks_sync: None) -> None:
@@ -149,7 +155,7 @@ def test_missing_binary_at_start_is_refused_before_anything_starts(
     missing = str(tmp_path / "no-such-prog")
     cfg = toml_config(tmp_path, [{"name": "w", "command": [missing], "restart": "never"}])
     with Serve(cfg) as serve:
-        assert serve.wait(timeout=20) == 2
-    (line,) = serve.stderr_text().splitlines()
+        assert serve.finish(timeout=20) == 2
+    (line,) = serve.err.splitlines()
     assert "command" in line and missing in line
     assert not serve.events("replica_started")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import psutil
 
-from ._serve import PY, Serve, fd_count, script, toml_config
+from tests.helpers import PY, fd_count, script, toml_config
+from tests.serve_process import Serve
 
 CYCLES = 200
 
@@ -39,15 +40,23 @@ def test_crash_loop_of_200_cycles(tmp_path: Path, no_leaks_sync: None) -> None:
     cfg = toml_config(
         tmp_path,
         [
-            {"name": "crash", "command": [PY, prog, str(tmp_path / "n"), str(fifo)],
-             "restart": "on-failure", "max_restarts": CYCLES, "restart_window": 600.0,
-             "backoff": 0},
+            {
+                "name": "crash",
+                "command": [PY, prog, str(tmp_path / "n"), str(fifo)],
+                "restart": "on-failure",
+                "max_restarts": CYCLES,
+                "restart_window": 600.0,
+                "backoff": 0,
+            },
             {"name": "hold", "command": [PY, "-c", hold]},
         ],
         shutdown_timeout=2.0,
     )
     with Serve(cfg) as serve:
-        out = serve.stdout_text
+
+        def out() -> str:
+            return serve.out
+
         serve.wait_for(lambda: " ready\n" in out() and " waiting 0\n" in out(), what="ready")
         sup = psutil.Process(serve.pid)
         fds_before, cpu_before = fd_count(serve.pid), sup.cpu_times()
@@ -56,7 +65,7 @@ def test_crash_loop_of_200_cycles(tmp_path: Path, no_leaks_sync: None) -> None:
         fds_after, cpu_after = fd_count(serve.pid), sup.cpu_times()
         zombies = _zombies(sup)
         fifo.write_bytes(b"")  # the 201st failure
-        assert serve.wait() == 1
+        assert serve.finish() == 1
     assert fds_after == fds_before, "fds leaked over 200 restarts"
     assert not zombies, zombies
     restarts = serve.events("replica_restarting")
@@ -82,7 +91,7 @@ def test_backoff_sleeps_without_spinning(tmp_path: Path, no_leaks_sync: None) ->
     with Serve(cfg) as serve:
         serve.wait_for(lambda: len(serve.events("replica_restarting")) == 3, 30, "3 restarts")
         cpu = psutil.Process(serve.pid).cpu_times()
-        assert serve.wait() == 1
+        assert serve.finish() == 1
     wall = time.monotonic() - began
     delays = [e["delay"] for e in serve.events("replica_restarting")]
     assert delays == [0.2, 0.4, 0.8]

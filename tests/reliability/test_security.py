@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
-
-from ._serve import PY, Serve, toml_config
+from tests.helpers import PY, REPO, toml_config
+from tests.serve_process import Serve
 
 DOCUMENTED = {
     "SUPERVISOR_GROUP",
     "SUPERVISOR_NAME",
     "SUPERVISOR_INDEX",
     "SUPERVISOR_REPLICAS",
+    "SUPERVISOR_NODE_RANK",
+    "SUPERVISOR_RANK",
+    "SUPERVISOR_WORLD_SIZE",
     "SUPERVISOR_RUN_ID",  # serve only: how the guard finds the replicas' descendants
 }
 
@@ -26,17 +28,22 @@ DOCUMENTED = {
 def _check_json(cfg: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PY, "-m", "supervisor", "check", str(cfg), "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_command_is_argv_never_a_shell(tmp_path: Path, no_leaks_sync: None) -> None:
     evil = "$HOME; touch pwned && echo `id` | tee pwned2"
-    cfg = toml_config(tmp_path, [{"name": "e", "command": ["/bin/echo", evil], "restart": "never",
-                                  "cwd": str(tmp_path)}])
+    cfg = toml_config(
+        tmp_path,
+        [{"name": "e", "command": ["/bin/echo", evil], "restart": "never", "cwd": str(tmp_path)}],
+    )
     with Serve(cfg) as serve:
-        assert serve.wait() == 0
-    assert f") {evil}\n" in serve.stdout_text()
+        assert serve.finish() == 0
+    assert f") {evil}\n" in serve.out
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
 
 
@@ -57,7 +64,8 @@ def test_wrapper_gets_only_validated_cpu_and_node_lists(tmp_path: Path) -> None:
             assert re.fullmatch(r"(--(physcpubind|membind|preferred)=|-c|)[0-9,-]*", arg), argv
     for bad in ('cpus = "0;touch /tmp/pwned"', 'nodes = "0 && id"', 'cpus = "0-1 --all"'):
         bad_cfg = toml_config(
-            tmp_path, [{"name": "b", "command": ["/bin/true"]}],
+            tmp_path,
+            [{"name": "b", "command": ["/bin/true"]}],
             extra=f'[topology]\nstrategy = "cores"\n{bad}\n',
         )
         done = _check_json(bad_cfg)
@@ -71,14 +79,16 @@ def test_nothing_private_leaks_into_replicas(tmp_path: Path, no_leaks_sync: None
         "import json, os; print(json.dumps({'env': dict(os.environ),"
         " 'fds': sorted(int(f) for f in os.listdir('/proc/self/fd'))}))"
     )
-    cfg = toml_config(tmp_path, [{"name": "r", "command": [PY, "-c", report], "restart": "never",
-                                  "env": {"MINE": "1"}}])
+    cfg = toml_config(
+        tmp_path,
+        [{"name": "r", "command": [PY, "-c", report], "restart": "never", "env": {"MINE": "1"}}],
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERVISOR_")}
     env["PLACEVISOR_SECRET_TEST"] = "x"  # the supervisor's own settings: never passed on
     env["USER_VAR_TEST"] = "y"  # the user's environment: passed on
     with Serve(cfg, env=env) as serve:
-        assert serve.wait() == 0
-    line = serve.stdout_text().split(") ", 1)[1]
+        assert serve.finish() == 0
+    line = serve.out.split(") ", 1)[1]
     seen = json.loads(line)
     added = set(seen["env"]) - set(env)
     assert added <= DOCUMENTED | {"MINE"}, added - DOCUMENTED
@@ -94,12 +104,19 @@ def test_user_group_and_umask_when_root(tmp_path: Path, no_leaks_sync: None) -> 
     show = "id -u; id -g; id -G; umask"
     cfg = toml_config(
         tmp_path,
-        [{"name": "u", "command": ["/bin/sh", "-c", show], "restart": "never",
-          "user": "nobody", "umask": 0o027}],
+        [
+            {
+                "name": "u",
+                "command": ["/bin/sh", "-c", show],
+                "restart": "never",
+                "user": "nobody",
+                "umask": 0o027,
+            }
+        ],
     )
     with Serve(cfg) as serve:
-        assert serve.wait() == 0
-    lines = [ln.split(") ", 1)[1] for ln in serve.stdout_text().splitlines()]
+        assert serve.finish() == 0
+    lines = [ln.split(") ", 1)[1] for ln in serve.out.splitlines()]
     import pwd
 
     pw = pwd.getpwnam("nobody")
@@ -115,10 +132,23 @@ def test_user_switch_refused_when_not_root(tmp_path: Path) -> None:
     cfg = toml_config(tmp_path, [{"name": "u", "command": ["/bin/true"], "user": "nobody"}])
     caps = "+dac_read_search,+dac_override"
     done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         f"--inh-caps={caps}", f"--ambient-caps={caps}",
-         PY, "-m", "supervisor", "serve", str(cfg)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            f"--inh-caps={caps}",
+            f"--ambient-caps={caps}",
+            PY,
+            "-m",
+            "supervisor",
+            "serve",
+            str(cfg),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert "needs the supervisor to run as root" in done.stderr

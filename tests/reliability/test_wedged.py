@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ._serve import PY, Serve, toml_config
+from tests.helpers import PY, toml_config
+from tests.serve_process import Serve
 
 TIMEOUT = 1.0
 
@@ -45,7 +46,7 @@ def d_state_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _stop_and_time(serve: Serve) -> float:
     began = time.monotonic()
     serve.proc.send_signal(signal.SIGTERM)
-    assert serve.wait() == 0
+    assert serve.finish() == 0
     return time.monotonic() - began
 
 
@@ -58,10 +59,11 @@ def test_sigstopped_replica_is_killed_at_the_deadline(tmp_path: Path, no_leaks_s
         "os.write(1, b'ready\\n')\n"
         "time.sleep(600)\n"
     )
-    cfg = toml_config(tmp_path, [{"name": "w", "command": [PY, "-c", hold]}],
-                      shutdown_timeout=TIMEOUT)
+    cfg = toml_config(
+        tmp_path, [{"name": "w", "command": [PY, "-c", hold]}], shutdown_timeout=TIMEOUT
+    )
     with Serve(cfg) as serve:
-        serve.wait_for(lambda: " ready\n" in serve.stdout_text(), what="ready")
+        serve.wait_for(lambda: " ready\n" in serve.out, what="ready")
         replica = next(p for p in psutil.Process(serve.pid).children() if "-c" in p.cmdline())
         os.kill(replica.pid, signal.SIGSTOP)
         serve.wait_for(lambda: replica.status() == psutil.STATUS_STOPPED, what="stopped")
@@ -75,10 +77,9 @@ def test_sigstopped_replica_is_killed_at_the_deadline(tmp_path: Path, no_leaks_s
 def test_replica_in_uninterruptible_sleep_is_killed_at_the_deadline(
     tmp_path: Path, d_state_bin: str, no_leaks_sync: None
 ) -> None:
-    cfg = toml_config(tmp_path, [{"name": "d", "command": [d_state_bin]}],
-                      shutdown_timeout=TIMEOUT)
+    cfg = toml_config(tmp_path, [{"name": "d", "command": [d_state_bin]}], shutdown_timeout=TIMEOUT)
     with Serve(cfg) as serve:
-        serve.wait_for(lambda: " ready\n" in serve.stdout_text(), what="ready")
+        serve.wait_for(lambda: " ready\n" in serve.out, what="ready")
         replica = next(
             p for p in psutil.Process(serve.pid).children() if d_state_bin in p.cmdline()
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from topology.cli import main
-from topology.testing import synthetic, write_sysfs
+from topology.testing import lscpu_json, synthetic, write_sysfs
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -71,3 +71,32 @@ def test_text_marks_offline_and_shows_gpus(
 def test_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--json"]) == 0
     assert json.loads(capsys.readouterr().out)["places"]["all"]
+
+
+@pytest.fixture(scope="module")
+def big_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An 8,192-CPU dump: its text output (~120 KB) outgrows a 64 KB pipe buffer, so a
+    reader that stops after one line always leaves the writer with EPIPE."""
+    topo = synthetic(sockets=4, cores_per_socket=1024, threads_per_core=2, cores_per_llc=8)
+    path = tmp_path_factory.mktemp("dump") / "big.json"
+    path.write_text(json.dumps(lscpu_json(topo)))
+    return path
+
+
+@pytest.mark.parametrize("module", [["supervisor", "topology"], ["topology"]])
+def test_reader_closing_early_is_quiet_regression(big_dump: Path, module: list[str]) -> None:
+    """`python -m supervisor topology | head -1` printed a BrokenPipeError traceback about
+    one run in three. A real pipe closed after the first line, 10 runs per entry point."""
+    argv = [sys.executable, "-m", *module, "--lscpu", str(big_dump)]
+    runs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        for _ in range(10)
+    ]
+    for proc in runs:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"source: ")
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.stderr.close()
+        assert proc.wait(timeout=60) == 0
+        assert err == b""
