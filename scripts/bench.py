@@ -16,7 +16,9 @@ reads every contender's stdout through the same 1 MiB pipe.
 
 Scenarios (sizes: full / ``--quick``):
 - start: N=200/20 workers print ``ready``; time from exec of the program to the bench
-  having read every ``ready`` line (interpreter start included for all three);
+  having read every ``ready`` line (interpreter start included for all three); also the
+  time the first ``ready`` line was read, and (ours) when the last replica was spawned
+  (its ``replica_started`` log timestamp): the first line must come before the last spawn;
 - forward: 8 workers x 200,000/20,000 lines; lines/s from the first byte read to EOF,
   then (untimed) every line is checked: intact, prefixed with its replica, in order;
 - failure: 64/8 workers; one is sent SIGUSR1 and exits 1 (restart "never"); time from
@@ -26,7 +28,12 @@ Scenarios (sizes: full / ``--quick``):
 - idle: 64/8 workers sleeping; context switches/s of the program over 3/1 s (every
   thread, /proc/PID/task/*/status), its thread count and RSS (psutil);
 - plan (in-process, ours only): lscpu dump of a synthetic 4,096-CPU machine parsed
-  into a Topology + build_plan of 1,024 replicas with strategy "cores".
+  into a Topology + build_plan of 1,024 replicas with strategy "cores";
+- scale (embedded, ours only): ``await sup.scale(g, 200/20)`` from 0, then back to 0
+  (a second group keeps the supervisor busy); each call returns once every replica is
+  started / gone;
+- reload (embedded, ours only): ``await sup.reload(same config)`` with 200/20 replicas
+  running; time, and the replicas it restarted (goal 0).
 
 Run: python scripts/bench.py [--quick] [--repeat N]
 """
@@ -47,14 +54,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from supervisor.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 READ = 1 << 20
-SCENARIOS = ("start", "forward", "failure", "stop", "idle", "plan")
+T = TypeVar("T")
+SCENARIOS = ("start", "forward", "failure", "stop", "idle", "plan", "scale", "reload")
 
 WORKER_C = r"""
 #include <signal.h>
@@ -273,6 +285,8 @@ class Run:
         self.chunks: list[bytes] = []
         self.ready = 0
         self.first_byte: float | None = None
+        self.first_ready: float | None = None  # seconds since exec
+        self.t0_wall = time.time()
         self.err_text = ""
 
     def read_until_ready(self, n: int, deadline: float = 60.0) -> float:
@@ -286,6 +300,8 @@ class Run:
             self.chunks.append(data)
             block = carry + data
             self.ready += block.count(b"ready ")
+            if self.ready and self.first_ready is None:
+                self.first_ready = time.perf_counter() - self.t0
             carry = block[-5:]
             if time.perf_counter() > end:
                 raise RuntimeError(f"only {self.ready}/{n} ready lines\n{self.stderr()}")
@@ -309,6 +325,20 @@ class Run:
 
     def pids(self) -> list[int]:
         return [int(p) for p in re.findall(rb"ready (\d+)", b"".join(self.chunks))]
+
+    def event_times(self, name: str) -> list[float]:
+        """Seconds since exec of each JSON log event ``name`` (its ISO timestamp)."""
+        import json
+        from datetime import datetime
+
+        self.err.seek(0)
+        found = []
+        for line in self.err.read().splitlines():
+            if line.startswith(b"{") and b'"%s"' % name.encode() in line:
+                ev = json.loads(line)
+                if ev.get("event") == name and "timestamp" in ev:
+                    found.append(datetime.fromisoformat(ev["timestamp"]).timestamp() - self.t0_wall)
+        return found
 
     def stderr(self) -> str:
         if self.err.closed:
@@ -338,12 +368,24 @@ def all_gone(pids: Sequence[int]) -> bool:
     return True
 
 
-def scenario_start(c: Contender, n: int) -> float:
+@dataclass
+class Start:
+    all_ready: float
+    first_line: float
+    last_spawn: float | None  # ours only
+
+
+def scenario_start(c: Contender, n: int) -> Start:
     run = Run(c.argv("ready", n), c.tmp)
     try:
-        return run.read_until_ready(n)
+        took = run.read_until_ready(n)
+        spawns = run.event_times("replica_started") if c.ours else []
     finally:
         run.finish()
+    if c.ours and len(spawns) != n:
+        raise RuntimeError(f"{c.name}: {len(spawns)} replica_started events, expected {n}")
+    assert run.first_ready is not None
+    return Start(took, run.first_ready, max(spawns) if spawns else None)
 
 
 LINE_RE = re.compile(rb"\((w_\d+) pid=\d+\) (w_\d+) (\d{7}) payload-abcdefghijklmnop")
@@ -482,6 +524,100 @@ def scenario_plan(replicas: int, cpus: int) -> float:
     return elapsed
 
 
+class _Count:
+    """A logger for the embedded scenarios: counts events, prints nothing."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def _note(self, event: str, **_: object) -> None:
+        self.counts[event] = self.counts.get(event, 0) + 1
+
+    debug = info = warning = error = _note
+
+
+def _embedded(loop: str, fn: Callable[[], Awaitable[T]]) -> T:
+    import anyio
+
+    options = {"use_uvloop": True} if loop == "uvloop" else {}
+    return anyio.run(fn, backend="asyncio", backend_options=options)
+
+
+def _bench_config(worker: list[str], n: int) -> Config:
+    from supervisor.config import Config, GroupConfig, SupervisorSettings
+
+    return Config(
+        groups=(
+            GroupConfig(name="anchor", command=(*worker, "ready"), bind=False),
+            GroupConfig(name="w", command=(*worker, "ready"), replicas=n, bind=False),
+        ),
+        supervisor=SupervisorSettings(shutdown_timeout=5.0, color="never"),
+        base_dir=ROOT,
+    )
+
+
+@dataclass
+class Scale:
+    up: float
+    down: float
+
+
+def scenario_scale(loop: str, worker: list[str], n: int) -> Scale:
+    """Embedded: a group scaled 0 -> n -> 0; each call returns once started / gone."""
+
+    async def main() -> Scale:
+        from supervisor import Supervisor
+
+        log = _Count()
+        with open(os.devnull, "wb") as null:
+            async with Supervisor(_bench_config(worker, 1), stdout=null, logger=log) as sup:
+                await sup.scale("w", 0)
+                t0 = time.perf_counter()
+                await sup.scale("w", n)
+                up = time.perf_counter() - t0
+                running = [s for s in sup.status() if s.group == "w" and s.state == "running"]
+                if len(running) != n:
+                    raise RuntimeError(f"scale up: {len(running)}/{n} running")
+                pids = [s.pid for s in running if s.pid is not None]
+                t0 = time.perf_counter()
+                await sup.scale("w", 0)
+                down = time.perf_counter() - t0
+                if [s for s in sup.status() if s.group == "w"] or not all_gone(pids):
+                    raise RuntimeError("scale down: replicas left")
+        return Scale(up, down)
+
+    return _embedded(loop, main)
+
+
+@dataclass
+class Reload:
+    took: float
+    restarted: int
+
+
+def scenario_reload(loop: str, worker: list[str], n: int) -> Reload:
+    """Embedded: reload an equal config with n replicas running; nothing may restart."""
+
+    async def main() -> Reload:
+        from supervisor import Supervisor
+
+        log = _Count()
+        config = _bench_config(worker, n)
+        with open(os.devnull, "wb") as null:
+            async with Supervisor(config, stdout=null, logger=log) as sup:
+                before = {s.name: s.pid for s in sup.status()}
+                started = log.counts.get("replica_started", 0)
+                t0 = time.perf_counter()
+                await sup.reload(_bench_config(worker, n))  # equal, not the same object
+                took = time.perf_counter() - t0
+                after = {s.name: s.pid for s in sup.status()}
+                restarted = sum(1 for k, v in before.items() if after.get(k) != v)
+                restarted += log.counts.get("replica_started", 0) - started
+        return Reload(took, restarted)
+
+    return _embedded(loop, main)
+
+
 # --------------------------------------------------------------------------- the table
 @dataclass
 class Row:
@@ -520,9 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (< 60 s)")
     ap.add_argument("--repeat", type=int, default=None, help="runs per figure (median)")
-    ap.add_argument(
-        "--only", default="", help="comma list of scenarios: start,forward,failure,stop,idle,plan"
-    )
+    ap.add_argument("--only", default="", help="comma list of scenarios: " + ",".join(SCENARIOS))
     ap.add_argument(
         "--who", default="", help="comma list of contenders: ours/uvloop,ours/asyncio,asyncio,floor"
     )
@@ -547,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
             contenders = [c for c in contenders if c.name in args.who.split(",")]
         rows = {
             "start": Row(f"{n_start} workers all started", "s"),
+            "first_line": Row(f"start {n_start}: first line read", "s"),
+            "last_spawn": Row(f"start {n_start}: last replica spawned", "s"),
             "forward": Row(f"forward {fwd_r} x {fwd_l:,} lines", "lines/s"),
             "failure": Row(f"failure -> group of {n_group} down", "s"),
             "stop": Row(f"SIGTERM -> {n_group} stopped", "s"),
@@ -555,12 +691,20 @@ def main(argv: list[str] | None = None) -> int:
             "idle_threads": Row(f"idle {n_group}: threads", "n"),
             "idle_rss": Row(f"idle {n_group}: RSS MB", "MB"),
             "plan": Row("plan 1,024 replicas / 4,096 CPUs", "s"),
+            "scale_up": Row(f"scale 0 -> {n_start} (embedded)", "s"),
+            "scale_down": Row(f"scale {n_start} -> 0 (embedded)", "s"),
+            "reload": Row(f"reload unchanged, {n_start} running (embedded)", "s"),
+            "reload_restarts": Row("reload unchanged: replicas restarted", "n"),
         }
         t_begin = time.perf_counter()
         for i in range(repeat):
             for c in contenders:  # interleaved, so drift hits every contender alike
                 if "start" in only:
-                    rows["start"].add(c.name, scenario_start(c, n_start))
+                    got = scenario_start(c, n_start)
+                    rows["start"].add(c.name, got.all_ready)
+                    rows["first_line"].add(c.name, got.first_line)
+                    if got.last_spawn is not None:
+                        rows["last_spawn"].add(c.name, got.last_spawn)
                 if "forward" in only:
                     rows["forward"].add(c.name, scenario_forward(c, fwd_r, fwd_l))
                 if "failure" in only:
@@ -575,6 +719,16 @@ def main(argv: list[str] | None = None) -> int:
                     rows["idle_wakeups"].add(c.name, idle.wakeups)
                     rows["idle_threads"].add(c.name, idle.threads)
                     rows["idle_rss"].add(c.name, idle.rss_mb)
+                if c.ours and "scale" in only:
+                    assert c.loop is not None
+                    scaled = scenario_scale(c.loop, worker, n_start)
+                    rows["scale_up"].add(c.name, scaled.up)
+                    rows["scale_down"].add(c.name, scaled.down)
+                if c.ours and "reload" in only:
+                    assert c.loop is not None
+                    reloaded = scenario_reload(c.loop, worker, n_start)
+                    rows["reload"].add(c.name, reloaded.took)
+                    rows["reload_restarts"].add(c.name, reloaded.restarted)
             if "plan" in only:
                 rows["plan"].add("ours/" + loops[0], scenario_plan(1024, 4096))
         total = time.perf_counter() - t_begin
@@ -608,6 +762,25 @@ def print_goals(rows: dict[str, Row], loops: list[str]) -> None:
         ratio(m["failure"](ours), m["failure"]("floor"), "failure: ours/floor (goal <= 2)"),
         ratio(m["stop"](ours), m["stop"]("floor"), "stop: ours/floor (goal <= 1.2)"),
     ]
+    first, last = m["first_line"](ours), m["last_spawn"](ours)
+    if first is not None and last is not None:
+        verdict = "yes" if first < last else "no"
+        lines.append(
+            f"start: first line read before the last spawn (goal yes): {verdict} "
+            f"({first:.3f} s vs {last:.3f} s after exec; floor's first line "
+            f"{m['first_line']('floor') or 0:.3f} s)"
+        )
+    up, down = m["scale_up"](ours), m["scale_down"](ours)
+    if up is not None and down is not None:
+        lines.append(
+            ratio(up, m["start"](ours), "scale: 0 -> N / start N (same N)")
+            + f"; up {up:.3f} s, down {down:.3f} s"
+        )
+    reload_s, restarted = m["reload"](ours), m["reload_restarts"](ours)
+    if reload_s is not None:
+        lines.append(
+            f"reload unchanged: {reload_s * 1e3:.1f} ms, {restarted:.0f} restarted (goal 0)"
+        )
     ignore = m["stop_ignore"](ours)
     if ignore is not None:
         lines.append(f"stop_ignore: {ignore * 1e3:.1f} ms past the timeout (goal <= 50 ms)")

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import anyio
 
 from .config import Config, ConfigError
+from .errors import SupervisorError
 
 EXIT_USAGE = 2
 PROG = "python -m supervisor"
@@ -156,7 +157,7 @@ def serve(
         # The loop itself could not run (an fd limit far too low, say): one line.
         print(f"{path}: cannot supervise: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except ConfigError as exc:  # the control socket is served by another supervisor
+    except SupervisorError as exc:  # the control socket is served by another supervisor
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     finally:
@@ -239,10 +240,12 @@ class _Run:
         notifier = Notifier(os.environ)
         signums = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
         async with contextlib.AsyncExitStack() as stack:
+            # The control socket first: a live supervisor on it is one line, exit 2,
+            # before anything else starts.
+            await stack.enter_async_context(_control(sup, self.plan, self.config))
             reaper = await stack.enter_async_context(Reaper(sup, run_id=self.run_id))
             tg = await stack.enter_async_context(anyio.create_task_group())
             signals = stack.enter_context(SignalPipe(signums))
-            await stack.enter_async_context(_control(sup, self.plan, self.config))
 
             async def on_signals() -> None:
                 count = 0

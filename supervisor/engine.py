@@ -43,9 +43,11 @@ from .output import (
     use_color,
 )
 from .plan import LaunchPlan, Planner
+from .readiness import NotifyListener, parent_of
 from .replica import DRAIN_TIMEOUT, KILL_WAIT, Replica, ReplicaStatus
 from .sockets import SocketSet
 from .state import ReplicaState
+from .verify import Target, Verifier
 
 EXIT_OK = 0
 EXIT_ESCALATED = 1
@@ -117,7 +119,8 @@ class Supervisor:
         self._colors = 0
         self._planner: Planner | None = None
         self._allocator: PlaceAllocator | None = None
-        self._verifier: Any = None
+        self._verifier = Verifier()
+        self._notify: NotifyListener | None = None
         self._tg: TaskGroup | None = None
         self._outer: TaskGroup | None = None
         self._unsettled: set[Replica] = set()
@@ -213,6 +216,10 @@ class Supervisor:
                 self._sockets.open(self.config)
             await self._main(self._plan, task_status)
         finally:
+            if self.history is not None:
+                self.history.close()  # `tail -f` followers end
+            if self._notify is not None:
+                self._notify.close()
             if self._own_sockets and self._sockets is not None:
                 self._sockets.close()
             if self._own_sink and isinstance(self.sink, StreamSink):
@@ -281,6 +288,16 @@ class Supervisor:
             raise RuntimeError("lines() needs Supervisor(config, line_buffer=N)")
         self._channel.claimed = True
         return self._channel.receive
+
+    def serve_control(self, *, socket: str | None = None, listen: str | None = None) -> Any:
+        """``async with sup.serve_control(socket=PATH)``: the control socket in a host app.
+
+        The same HTTP API ``serve`` offers to ``ctl`` and ``curl``; ``listen``
+        adds a read-only TCP listener (metrics, health, status).
+        """
+        from .control.server import serve_control
+
+        return serve_control(self, socket=socket, listen=listen)
 
     # -- reading the state ------------------------------------------------------
     @property
@@ -598,6 +615,25 @@ class Supervisor:
             return ()
         return self._sockets.fds(names)
 
+    def notify_socket(self) -> str:
+        """The path of our own sd_notify socket for replicas, opened on first use."""
+        if self._notify is None:
+            assert self._tg is not None
+            self._notify = NotifyListener(self._notified)
+            self._tg.start_soon(self._notify.serve)
+        return self._notify.path
+
+    def _notified(self, pid: int, fields: dict[str, str]) -> None:
+        by_pid = {r.pid: r for r in self.replicas if r.pid is not None}
+        for _ in range(4):  # the replica itself, or a descendant a few levels down
+            replica = by_pid.get(pid)
+            if replica is not None:
+                replica.notified(fields)
+                return
+            pid = parent_of(pid)
+            if pid <= 1:
+                return
+
     async def wait_changed(self) -> None:
         """Return at the next change of any replica's state (for status watchers)."""
         await self._wait_change()
@@ -641,7 +677,7 @@ class Supervisor:
             not self._not_done
             and not self.stopping
             and self._tg is not None
-            and any(r.state.terminal for r in self.replicas)
+            and any(r.state.terminal and r.want != "remove" for r in self.replicas)
         ):
             self._end.set()  # every replica is done: the supervisor's work is over
 
@@ -668,45 +704,36 @@ class Supervisor:
 
     def verify(self, replica: Replica) -> None:
         """Read back where a bound replica's threads may run; report drift once each."""
-        verifier = self._get_verifier()
-        if verifier is None or replica.pid is None or not replica.plan.cpus:
-            return
-        try:
-            verdict, found = verifier.check(
-                replica.name,
-                replica.pid,
-                replica.plan.cpus,
-                replica.plan.nodes,
-                _binds_memory(replica.plan.argv),
-            )
-        except OSError:
-            return
-        replica.placement = verdict
-        for m in found:
-            self.log.warning(
-                "placement_mismatch",
-                replica=replica.name,
-                pid=m.pid,
-                tid=m.tid,
-                thread=m.thread,
-                cpus=_cpulist(m.cpus),
-                place=_cpulist(replica.plan.cpus),
-            )
+        self._verify([replica])
 
     def _verify_all(self) -> None:
-        for r in self.replicas:
-            if r.plan.cpus and r.alive:
-                self.verify(r)
+        self._verify(self.replicas)
 
-    def _get_verifier(self) -> Any:
-        if self._verifier is None:
-            try:
-                from .verify import Verifier
-            except ImportError:
-                self._verifier = False
-            else:
-                self._verifier = Verifier()
-        return self._verifier or None
+    def _verify(self, replicas: Sequence[Replica]) -> None:
+        # Memory nodes are not compared: Mems_allowed is the cpuset's, which
+        # numactl --membind does not narrow, so it would always read as drift.
+        targets = [
+            Target(r.name, r.pid, tuple(r.plan.cpus), tuple(r.plan.nodes), False)
+            for r in replicas
+            if r.plan.cpus and r.pid is not None
+        ]
+        if not targets:
+            return
+        results = self._verifier.check_all(targets)
+        by_name = {r.name: r for r in replicas}
+        for name, (verdict, found) in results.items():
+            replica = by_name[name]
+            replica.placement = verdict
+            for m in found:
+                self.log.warning(
+                    "placement_mismatch",
+                    replica=name,
+                    pid=m.pid,
+                    tid=m.tid,
+                    thread=m.thread,
+                    cpus=_cpulist(m.cpus),
+                    place=_cpulist(replica.plan.cpus),
+                )
 
     def _output_closed(self, stream: str, why: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # stderr may be the closed one
@@ -856,10 +883,6 @@ def _same_spec(a: GroupConfig, b: GroupConfig) -> bool:
     from dataclasses import replace
 
     return replace(a, replicas=b.replicas) == b
-
-
-def _binds_memory(argv: Sequence[str]) -> bool:
-    return any(a.startswith(("--membind=", "--preferred=")) for a in argv[:6])
 
 
 def _cpulist(cpus: Any) -> str:

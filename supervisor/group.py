@@ -35,6 +35,7 @@ class Owner(Protocol):
     async def write(self, replica: Replica, pid: int, stream: Stream, data: bytes) -> None: ...
     async def flushed(self, stream: Stream) -> None: ...
     def socket_fds(self, names: tuple[str, ...]) -> tuple[int, ...]: ...
+    def notify_socket(self) -> str: ...
     @property
     def child_nofile(self) -> tuple[int, int] | None: ...
     def escalate(self, replica: Replica, cause: str, reason: str) -> None: ...
@@ -91,6 +92,12 @@ class GroupRunner:
 
     def socket_fds(self, names: tuple[str, ...]) -> tuple[int, ...]:
         return self.owner.socket_fds(names)
+
+    def notify_socket(self) -> str:
+        return self.owner.notify_socket()
+
+    def shutdown_timeout(self) -> float:
+        return self.owner.shutdown_timeout()
 
     @property
     def child_nofile(self) -> tuple[int, int] | None:

@@ -124,11 +124,11 @@ class StreamSink:
     def abandon(self) -> int:
         """Drop what a stalled reader still holds back; total bytes dropped so far.
 
-        Only streams with output pending are abandoned: one whose reader keeps
-        up still carries the supervisor's last log lines.
+        Only streams whose reader stalled are abandoned: one that keeps up
+        still carries the supervisor's last log lines.
         """
         for writer in self._writers.values():
-            if writer.pending:
+            if writer.stalled():
                 writer.abandon()
         return self.dropped
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -28,10 +29,11 @@ from .exits import describe_exit, parse_signal
 from .lines import LineSplitter
 from .output import Stream
 from .process import Child, SpawnError, spawn
+from .readiness import ATTEMPT_TIMEOUT, http_ok, retry_until, tcp_ok
 from .state import Event, ReplicaState, next_state
 
 if TYPE_CHECKING:
-    from .config import GroupConfig
+    from .config import GroupConfig, ProbeSpec
     from .plan import ReplicaPlan
 
 READ_SIZE = 256 * 1024
@@ -96,6 +98,8 @@ class Host(Protocol):
     def start_task(self, fn: object, *args: object) -> None: ...
     async def flushed(self, stream: Stream) -> None: ...
     def socket_fds(self, names: tuple[str, ...]) -> tuple[int, ...]: ...
+    def notify_socket(self) -> str: ...
+    def shutdown_timeout(self) -> float: ...
     @property
     def child_nofile(self) -> tuple[int, int] | None: ...
     def decide(self, replica: Replica, *, failed: bool, cause: str) -> Outcome: ...
@@ -131,6 +135,10 @@ class Replica:
         self.backoff_delay = 0.0
         self._deadline: float | None = None  # stop the live process by then
         self._forced = False
+        self._failure: str | None = None
+        self._ready_signal = anyio.Event()
+        self._beat = anyio.Event()
+        self._line_re: re.Pattern[bytes] | None = None
         self._grace = 0.0
         self._sent: set[int] = set()
         self._change = anyio.Event()
@@ -285,14 +293,26 @@ class Replica:
         self._sent.clear()
         self._deadline = None
         self._forced = False
+        self._failure = None
+        self._ready_signal = anyio.Event()
+        self._beat = anyio.Event()
+        spec = plan.ready
+        self._line_re = (
+            re.compile(spec.pattern.encode("utf-8", "surrogateescape"))
+            if spec.kind == "line"
+            else None
+        )
         self.ready = False
         self.status_text = ""
         self.placement = ""
         self.spawns += 1
+        env = plan.env
+        if spec.kind == "notify":
+            env = {**env, "NOTIFY_SOCKET": self.host.notify_socket()}
         try:
             child = spawn(
                 plan.argv,
-                env=plan.env,
+                env=env,
                 cwd=plan.cwd,
                 user=self.config.user,
                 group=self.config.group,
@@ -334,6 +354,8 @@ class Replica:
         ours = rc < 0 and -rc in self._sent
         cause = describe_exit(rc, sent=-rc if ours else None)
         failed = rc != 0 and not ours
+        if self._failure is not None:
+            failed, cause = True, f"{self._failure}; {cause}"
         self.last_exit, self.last_returncode = cause, rc
         self.host.log.info(
             "replica_exited", replica=self.name, pid=child.pid, cause=cause, exit_code=rc
@@ -349,10 +371,99 @@ class Replica:
         self.fire(outcome.event)
 
     async def _become_ready(self, child: Child) -> None:
-        """``ready = ""``: a replica is ready once started. Probes plug in here."""
+        """Wait for the ready condition (bounded by ready_timeout), then check liveness."""
+        spec = self.plan.ready
+        if spec.kind != "started":
+            timeout = self.config.ready_timeout
+            deadline = anyio.current_time() + timeout
+            ok = False
+            if spec.kind == "tcp":
+                assert spec.address is not None
+                address = spec.address
+                ok = await retry_until(lambda: tcp_ok(address), deadline)
+            elif spec.kind == "http":
+                url = spec.url
+                ok = await retry_until(lambda: http_ok(url), deadline)
+            else:  # notify, line: pushed to us
+                with anyio.move_on_after(timeout):
+                    await self._ready_signal.wait()
+                ok = self._ready_signal.is_set()
+            if not ok:
+                self._fail_live(f"not ready within {timeout:g} s ({self.config.ready})")
+                return
         self.ready = True
         if self.state is ReplicaState.STARTING:
             self.fire(Event.READY)
+        if spec.kind != "started":
+            self.host.log.info("replica_ready", replica=self.name, pid=child.pid)
+        await self._liveness()
+
+    async def _liveness(self) -> None:
+        """Health checks and the sd_notify watchdog; misses in a row are a failure."""
+        health = self.plan.health
+        watchdog = self.config.watchdog if self.plan.ready.kind == "notify" else 0.0
+        if health is None and not watchdog:
+            return
+        async with anyio.create_task_group() as tg:
+            if health is not None:
+                tg.start_soon(self._health_loop, health)
+            if watchdog:
+                tg.start_soon(self._watchdog_loop, watchdog)
+
+    async def _health_loop(self, spec: ProbeSpec) -> None:
+        interval = self.config.health_interval
+        misses = 0
+        while True:
+            await anyio.sleep(interval)
+            bound = min(interval, ATTEMPT_TIMEOUT)
+            if spec.kind == "tcp":
+                assert spec.address is not None
+                ok = await tcp_ok(spec.address, bound)
+            else:
+                ok = await http_ok(spec.url, bound)
+            misses = 0 if ok else misses + 1
+            if misses >= self.config.health_failures:
+                self._fail_live(f"failed {misses} health checks in a row ({self.config.health})")
+                return
+
+    async def _watchdog_loop(self, every: float) -> None:
+        while True:
+            beat = self._beat
+            with anyio.move_on_after(every):
+                await beat.wait()
+            if not beat.is_set():
+                self._fail_live(f"no WATCHDOG=1 for {every:g} s")
+                return
+
+    def _fail_live(self, reason: str) -> None:
+        """Not ready in time, or found dead: stop the process; its exit is a failure."""
+        self._failure = reason
+        self.host.log.warning("replica_unhealthy", replica=self.name, pid=self.pid, reason=reason)
+        grace = self.host.shutdown_timeout()
+        self.stop_by(anyio.current_time() + grace, grace=grace)
+
+    def notified(self, fields: dict[str, str]) -> None:
+        """An sd_notify datagram from this replica's process tree."""
+        if "STATUS" in fields:
+            self.status_text = fields["STATUS"]
+        if fields.get("READY") == "1":
+            self._ready_signal.set()
+        if fields.get("WATCHDOG") == "1":
+            beat, self._beat = self._beat, anyio.Event()
+            beat.set()
+        if fields.get("STOPPING") == "1":
+            self.host.log.info("replica_stopping", replica=self.name, pid=self.pid)
+        self.host.changed(self)
+
+    def _match_ready(self, block: bytes, skip: int) -> None:
+        """``ready = "line:REGEX"``: search each forwarded line (prefix skipped) until ready."""
+        pattern = self._line_re
+        if pattern is None or self._ready_signal.is_set():
+            return
+        for line in block.split(b"\n"):
+            if pattern.search(line[skip:]):
+                self._ready_signal.set()
+                return
 
     async def _verify_soon(self) -> None:
         await anyio.sleep(0.5)
@@ -421,6 +532,7 @@ class Replica:
     ) -> None:
         host = self.host
         lines = self.lines
+        skip = len(self.host.prefix(self, pid))
         try:
             while True:
                 try:
@@ -433,6 +545,8 @@ class Replica:
                 out = splitter.feed(data)
                 if out:
                     lines[stream] += out.count(b"\n")
+                    if self._line_re is not None:
+                        self._match_ready(out, skip)
                     await host.write(self, pid, stream, out)
                 # A child that writes without pause must not starve the loop.
                 await anyio.lowlevel.checkpoint()

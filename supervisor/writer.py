@@ -15,6 +15,7 @@ import collections
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import anyio
@@ -39,6 +40,7 @@ class ThreadedWriter:
         self._abandoned = False
         self._broken = False
         self.dropped = 0
+        self._progress = time.monotonic()  # the last write done, or the queue's last start
         # The thread wakes the loop through a pipe when room frees up: the same
         # on asyncio, uvloop and trio, and no wakeup while nobody waits.
         self._wake_r, self._wake_w = os.pipe()
@@ -60,6 +62,8 @@ class ThreadedWriter:
                     self.dropped += len(data)
                     return
                 if self._queued < HIGH_WATER:
+                    if not self._queued:
+                        self._progress = time.monotonic()
                     self._queue.append(data)
                     self._queued += len(data)
                     self._idle.clear()
@@ -98,6 +102,8 @@ class ThreadedWriter:
             if self._abandoned or self._broken or self._queued >= 4 * HIGH_WATER:
                 self.dropped += len(data)
                 return
+            if not self._queued:
+                self._progress = time.monotonic()
             self._queue.append(data)
             self._queued += len(data)
             self._idle.clear()
@@ -121,6 +127,11 @@ class ThreadedWriter:
     @property
     def pending(self) -> int:
         return self._queued
+
+    def stalled(self, age: float = 0.2) -> bool:
+        """Output is queued and nothing was written for ``age`` seconds."""
+        with self._lock:
+            return self._queued > 0 and time.monotonic() - self._progress > age
 
     def _wake(self) -> None:
         if self._waiting:
@@ -150,6 +161,7 @@ class ThreadedWriter:
                 self._on_error(str(exc) or type(exc).__name__)
                 continue
             with self._lock:
+                self._progress = time.monotonic()
                 if not self._abandoned:
                     self._queued -= len(data)
                 if self._queued == 0 or (self._queued < HIGH_WATER and not self._flush_waiting):

@@ -30,11 +30,20 @@ class TreeStats:
         return sum(self.numa_pages.get(n, 0) for n in nodes) / total
 
 
-def _read(path: Path) -> str | None:
+def _read(path: Path | str) -> str | None:
     try:
-        return path.read_text()
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("ascii", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def tree_pids(pid: int, proc: Path = Path("/proc")) -> list[int]:
@@ -47,13 +56,14 @@ def tree_pids(pid: int, proc: Path = Path("/proc")) -> list[int]:
         if p in seen:
             continue
         seen.add(p)
+        base = f"{proc}/{p}/task"
         try:
-            tasks = os.listdir(proc / str(p) / "task")
+            tasks = os.listdir(base)
         except OSError:
             continue
         found.append(p)
         for tid in tasks:
-            text = _read(proc / str(p) / "task" / tid / "children")
+            text = _read(f"{base}/{tid}/children")
             if text:
                 todo.extend(int(c) for c in text.split())
     return found
@@ -75,8 +85,8 @@ def tree_stats(pid: int, *, numa: bool = True, proc: Path = Path("/proc")) -> Tr
     processes = threads = ticks = rss_pages = 0
     numa_pages: dict[int, int] = {}
     for p in tree_pids(pid, proc):
-        stat = _read(proc / str(p) / "stat")
-        statm = _read(proc / str(p) / "statm")
+        stat = _read(f"{proc}/{p}/stat")
+        statm = _read(f"{proc}/{p}/statm")
         if stat is None or statm is None:
             continue
         fields = stat[stat.rfind(")") + 2 :].split()
@@ -85,7 +95,7 @@ def tree_stats(pid: int, *, numa: bool = True, proc: Path = Path("/proc")) -> Tr
         rss_pages += int(statm.split()[1])
         processes += 1
         if numa:
-            text = _read(proc / str(p) / "numa_maps")
+            text = _read(f"{proc}/{p}/numa_maps")
             if text:
                 for node, count in parse_numa_maps(text).items():
                     numa_pages[node] = numa_pages.get(node, 0) + count

@@ -138,7 +138,12 @@ async def serve_control(
             listeners.append((unix, False))
         if listen:
             host, port = parse_listen(listen)
-            tcp = await anyio.create_tcp_listener(local_host=host, local_port=port)
+            try:
+                tcp = await anyio.create_tcp_listener(local_host=host, local_port=port)
+            except OSError as exc:
+                raise SocketInUseError(
+                    f"control.listen {listen!r}: cannot listen: {exc.strerror or exc}"
+                ) from None
             stack.push_async_callback(tcp.aclose)
             for one in tcp.listeners:
                 assert isinstance(one, SocketListener)

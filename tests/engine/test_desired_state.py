@@ -143,12 +143,15 @@ async def test_bound_scale_to_last_place_refuses_one_past_and_reuses_places(
             assert all_running(sup, 2, "b")
             assert cpus_of(sup) == {"b_0": start["b_0"], "b_1": start["a_0"]}
             assert no_overlap(sup)
+
             # ...and every running replica is really bound where it says.
-            for s in sup.status():
-                # "started" comes at spawn: numactl binds itself a moment later.
-                await eventually(
-                    lambda s=s: set(os.sched_getaffinity(s.pid or 0)) == set(s.cpus), 10, str(s)
+            def bound_as_planned() -> bool:
+                return all(
+                    set(os.sched_getaffinity(s.pid or 0)) == set(s.cpus) for s in sup.status()
                 )
+
+            # "started" comes at spawn: numactl binds itself a moment later.
+            await eventually(bound_as_planned, 10, "every replica bound to its place")
 
             before = sup.status()
             with pytest.raises(NoFreePlaceError):
