@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shlex
 import shutil
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from topology import TopologyError, format_cpulist
 from .config import FIRST_LISTEN_FD, Config, ConfigError, GroupConfig, load_config
 from .envplan import Launcher, control_socket_path, detect_launcher
 from .numaprobe import NumactlProbe
-from .plan import LaunchPlan, build_plan
+from .plan import LaunchPlan, build_plan, fd_problem
 
 _UNSET: Any = object()
 
@@ -216,6 +217,9 @@ def run_check(
             node_rank=node_rank,
             nodes=nodes,
         )
+        problem = fd_problem(config, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        if problem:
+            raise config.error("group", problem)
     except ConfigError as exc:
         print(exc, file=err)
         return 2

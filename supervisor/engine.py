@@ -43,6 +43,7 @@ from .output import (
     use_color,
 )
 from .plan import LaunchPlan, Planner
+from .policy import RestartBudget
 from .readiness import NotifyListener, parent_of
 from .replica import DRAIN_TIMEOUT, KILL_WAIT, Replica, ReplicaStatus
 from .sockets import SocketSet
@@ -561,7 +562,7 @@ class Supervisor:
         """Replace a changed group's replicas one at a time, on their places."""
         old_binds = runner.planner.binds(runner.config) if runner.config else False
         runner.config = gc
-        runner.budget.__init__(gc)  # type: ignore[misc]
+        runner.budget = RestartBudget(gc)
         keep = [r for r in runner.active() if r.index < gc.replicas]
         for r in keep:
             place = r.plan.place

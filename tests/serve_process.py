@@ -40,8 +40,6 @@ class Serve:
         stdout: Any = subprocess.PIPE,
         start_new_session: bool = False,
     ) -> None:
-        full_env = dict(os.environ if env is None else env)
-        full_env.setdefault("PYTHONPATH", str(REPO))
         argv = [*prefix, PY, "-m", "supervisor", "serve", str(config), *args]
         if loop is not None:
             argv += ["--loop", loop]
@@ -49,7 +47,7 @@ class Serve:
             argv,
             stdout=stdout,
             stderr=subprocess.PIPE,
-            env=full_env,
+            env=env,  # as given: replicas see exactly this (serve finds us by cwd)
             cwd=REPO,
             start_new_session=start_new_session,
         )
