@@ -22,6 +22,7 @@ from ..errors import (
     UnknownGroupError,
     UnknownReplicaError,
 )
+from ..replica import ReplicaStatus
 from .http import Request
 
 if TYPE_CHECKING:
@@ -86,12 +87,17 @@ def error_reply(status: int, message: str, kind: str = "") -> Reply:
     return json_reply(status, body)
 
 
+_STATUS_FIELDS = tuple(f.name for f in dataclasses.fields(ReplicaStatus))
+
+
 def status_document(sup: Supervisor, now: float | None = None) -> dict[str, Any]:
     """``GET /v1/status``: every replica as a dict plus its uptime, and readiness."""
     now = time.time() if now is None else now
     replicas = []
+    fields = _STATUS_FIELDS
     for st in sup.status():
-        item = dataclasses.asdict(st)
+        # Not dataclasses.asdict: its deep copy costs a visible share of 1,000 rows.
+        item = {f: getattr(st, f) for f in fields}
         started = st.started_at
         live = st.pid is not None and st.state in ("starting", "running", "stopping")
         item["uptime"] = round(now - started, 3) if live and started is not None else None

@@ -118,6 +118,9 @@ def render(replicas: Sequence[Mapping[str, Any]], *, width: int = 80, color: boo
 
 
 def _line(cells: Sequence[str], widths: Sequence[int], state_color: str | None, sep: int) -> str:
+    if state_color is None and all(len(c) <= w for c, w in zip(cells, widths, strict=True)):
+        # The common row: nothing to cut or colour, one join.
+        return (" " * sep).join([c.ljust(w) for c, w in zip(cells, widths, strict=True)]).rstrip()
     parts = []
     last = len(cells) - 1
     for i, (cell, w) in enumerate(zip(cells, widths, strict=True)):

@@ -34,7 +34,8 @@ function done(summary, latency, requests)
       io.write(string.format("SERVED %s %d\\n", name, n))
     end
   end
-  io.write(string.format("P50_US %d\\nP99_US %d\\n", latency:percentile(50), latency:percentile(99)))
+  io.write(string.format("P50_US %d\\n", latency:percentile(50)))
+  io.write(string.format("P99_US %d\\n", latency:percentile(99)))
 end
 """
 

@@ -49,7 +49,7 @@ def test_the_pool_runs_engine_first_then_serves_on_the_shared_socket(tmp_path: P
     cfg.write_text(text)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with Serve(cfg, env=env) as serve:
-        serve.wait_for("Uvicorn running on", count=2, timeout=60)
+        serve.wait_for("Uvicorn running on", count=2, timeout=60, stream="err")
         seen: set[str] = set()
 
         def both_answered() -> bool:

@@ -39,8 +39,6 @@ def test_gunicorn_rolling_restart_under_load_has_no_error(tmp_path: Path) -> Non
     print(f"\ngunicorn rolling restart under load: {result.summary()}")
     assert all(after[name] != pid for name, pid in before.items()), (before, after)
     assert result.requests > 1000, result.text
-    assert (result.connect, result.read, result.write, result.timeout) == (0, 0, 0, 0), (
-        result.text
-    )
+    assert (result.connect, result.read, result.write, result.timeout) == (0, 0, 0, 0), result.text
     assert result.non_2xx == 0, result.text
     assert set(result.served) == {"api_0", "api_1", "api_2", "api_3"}, result.served

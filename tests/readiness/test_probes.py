@@ -30,12 +30,15 @@ def tell(*lines):
     s.close()
 """
 
-NOTIFY = TELL + """
+NOTIFY = (
+    TELL
+    + """
 tell("STATUS=loading weights")
 open(sys.argv[1]).read()
 tell("READY=1", "STATUS=serving")
 time.sleep(60)
 """
+)
 
 LINE = """
 import sys, time
@@ -88,7 +91,9 @@ time.sleep(60)
 """
 
 #: READY=1, then WATCHDOG=1 every 0.1 s until the gate opens, then silence.
-WATCHDOG = TELL + """
+WATCHDOG = (
+    TELL
+    + """
 tell("READY=1")
 gone = threading.Event()
 threading.Thread(target=lambda: (open(sys.argv[1]).read(), gone.set()), daemon=True).start()
@@ -100,6 +105,7 @@ while not gone.wait(0.1):
 print("silent", flush=True)
 time.sleep(60)
 """
+)
 
 
 def prog(name: str, code: str, *args: object, **kw: Any) -> GroupConfig:
@@ -203,7 +209,7 @@ async def test_ready_timeout_is_a_failure_for_the_restart_policy() -> None:
     assert len(unhealthy) == 2, rec.events  # the first start, and its one restart
     assert all("not ready within 0.5 s" in f["reason"] for _, f in unhealthy), unhealthy
     assert len(rec.named("replica_restarting", "r_0")) == 1
-    (_, escalated), = rec.named("group_escalated")
+    ((_, escalated),) = rec.named("group_escalated")
     assert "max_restarts = 1" in escalated["reason"], escalated
     assert "not ready within 0.5 s" in escalated["cause"], escalated
 
@@ -216,7 +222,7 @@ async def test_ready_timeout_with_restart_never_escalates() -> None:
     sup = Supervisor(config(grp), logger=rec, on_output=rec.on_output)
     with anyio.fail_after(30):
         assert await sup.run() == 1
-    (_, escalated), = rec.named("group_escalated")
+    ((_, escalated),) = rec.named("group_escalated")
     assert escalated["reason"] == 'restart = "never"', escalated
     assert not rec.named("replica_ready")
 
@@ -234,7 +240,7 @@ async def test_failed_health_checks_restart_the_replica(tmp_path: Path) -> None:
         first = state(sup, "r_0").pid
         await release(g)
         await eventually(lambda: bool(rec.named("replica_unhealthy", "r_0")), 10)
-        (_, bad), = rec.named("replica_unhealthy", "r_0")
+        ((_, bad),) = rec.named("replica_unhealthy", "r_0")
         assert "failed 3 health checks in a row" in bad["reason"], bad
         assert rec.line_at("closed") < rec.first("replica_unhealthy", "r_0")
         await eventually(lambda: ready_now(state(sup, "r_0")) and state(sup, "r_0").pid != first)
@@ -253,7 +259,7 @@ async def test_missing_watchdog_restarts_the_replica(tmp_path: Path) -> None:
         first = state(sup, "r_0").pid
         await release(g)
         await eventually(lambda: bool(rec.named("replica_unhealthy", "r_0")), 10)
-        (_, bad), = rec.named("replica_unhealthy", "r_0")
+        ((_, bad),) = rec.named("replica_unhealthy", "r_0")
         assert bad["reason"] == "no WATCHDOG=1 for 0.5 s", bad
         await eventually(lambda: state(sup, "r_0").pid not in (None, first), 10, "restarted")
         assert state(sup, "r_0").restarts == 1

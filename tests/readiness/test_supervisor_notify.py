@@ -27,7 +27,11 @@ print("slow ready", flush=True)
 time.sleep(120)
 """
 
-FAST = 'import os, time\nprint("fast ready", os.environ.get("GEN", ""), flush=True)\ntime.sleep(120)'
+FAST = """
+import os, time
+print("fast ready", os.environ.get("GEN", ""), flush=True)
+time.sleep(120)
+"""
 
 
 class Systemd:
@@ -129,8 +133,11 @@ def test_ready_after_every_replica_then_reloading_around_sighup(
             ("replica_exited", "fast_1"),
             ("replica_ready", "fast_1"),
         ], order
-        assert not [e for e in serve.events() if e.get("replica") == "slow_0"
-                    and e.get("event") == "replica_exited"], "the unchanged group kept running"
+        assert not [
+            e
+            for e in serve.events()
+            if e.get("replica") == "slow_0" and e.get("event") == "replica_exited"
+        ], "the unchanged group kept running"
 
         serve.signal(signal.SIGTERM)
         systemd.until("STOPPING=1")
