@@ -4,7 +4,7 @@ All in one run, against a baseline measured in the same run:
 
 - ``rps``: requests/s of 4 uvicorn servers behind our ``[[socket]]`` (``serve``)
   vs the same app under ``uvicorn --workers 4`` (uvicorn's own shared socket);
-  wrk with keep-alive, runs alternated, medians (goal: ratio >= 0.95);
+  wrk with keep-alive, both pools up, runs alternated, medians (goal: ratio >= 0.95);
 - ``p99``: p99 latency while rolling restarts of the 4 servers run back to back
   vs steady state, every request on a new connection (goal: ratio <= 3, with 0
   connect errors, 0 timeouts, 0 non-2xx; read errors are uvicorn's own
@@ -199,15 +199,14 @@ def run_wrk(port: int, seconds: float, tmp: Path, *, close: bool) -> dict[str, f
 
 
 def bench_rps(tmp: Path, seconds: float, repeat: int) -> tuple[float, float]:
+    """Both pools up the whole time (each idle while the other is measured); order alternated."""
     a, b = free_port(), free_port()
-    ours_rps: list[float] = []
-    theirs_rps: list[float] = []
-    with ours(tmp, a):
-        for _ in range(repeat):
-            ours_rps.append(run_wrk(a, seconds, tmp, close=False)["rps"])
-            with theirs(b):
-                theirs_rps.append(run_wrk(b, seconds, tmp, close=False)["rps"])
-    return statistics.median(ours_rps), statistics.median(theirs_rps)
+    runs: dict[int, list[float]] = {a: [], b: []}
+    with ours(tmp, a), theirs(b):
+        for i in range(repeat):
+            for port in (a, b) if i % 2 == 0 else (b, a):
+                runs[port].append(run_wrk(port, seconds, tmp, close=False)["rps"])
+    return statistics.median(runs[a]), statistics.median(runs[b])
 
 
 def bench_p99(tmp: Path, seconds: float) -> tuple[dict[str, float], dict[str, float], int]:

@@ -774,6 +774,9 @@ class Supervisor:
                 if self._stop_requested.is_set():
                     continue
                 self._unsettled.add(runner.add(rp))
+                # Let the replica spawn and the loop poll its pipes before the next
+                # one: the first lines are forwarded while later replicas start.
+                await anyio.lowlevel.checkpoint()
             tg.start_soon(self._watch_stop)
             if not self.replicas:
                 self._end.set()

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import anyio
-import h11
 
 from .config import ListenAddress
 
@@ -45,6 +44,8 @@ async def tcp_ok(address: ListenAddress, timeout: float = ATTEMPT_TIMEOUT) -> bo
 
 async def http_ok(url: str, timeout: float = ATTEMPT_TIMEOUT) -> bool:
     """Whether ``GET url`` answers 2xx within ``timeout`` (HTTP/1.1 spoken by h11)."""
+    import h11  # only replicas with an http: probe pay for it
+
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 80

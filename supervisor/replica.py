@@ -147,6 +147,7 @@ class Replica:
         self._gone = anyio.Event()
         self._drained = anyio.Event()
         self._eof: list[bool] = []
+        self._writing: list[bool] = []
         self.finished = anyio.Event()
         self.settled = anyio.Event()  # first ready, or first end: start() waits on it
 
@@ -493,6 +494,8 @@ class Replica:
                 with anyio.move_on_after(remaining):
                     await change.wait()
                 continue
+            if child.returncode is not None:
+                return  # it is gone; only its output is still being written
             why = (
                 "second stop request"
                 if self._forced
@@ -515,10 +518,11 @@ class Replica:
         # This child's events: pumps of an earlier, detached child must not set a later one's.
         drained = self._drained = anyio.Event()
         eof = self._eof = [False, False]
+        writing = self._writing = [False, False]
 
         async def pump(fd: int, stream: Stream, slot: int) -> None:
             try:
-                await self._pump(fd, stream, LineSplitter(prefix), child.pid, eof, slot)
+                await self._pump(fd, stream, LineSplitter(prefix), child.pid, eof, writing, slot)
             finally:
                 pending[0] -= 1
                 if not pending[0]:
@@ -528,7 +532,14 @@ class Replica:
         self.host.start_task(pump, child.stderr, "stderr", 1)
 
     async def _pump(
-        self, fd: int, stream: Stream, splitter: LineSplitter, pid: int, eof: list[bool], slot: int
+        self,
+        fd: int,
+        stream: Stream,
+        splitter: LineSplitter,
+        pid: int,
+        eof: list[bool],
+        writing: list[bool],
+        slot: int,
     ) -> None:
         host = self.host
         lines = self.lines
@@ -547,7 +558,9 @@ class Replica:
                     lines[stream] += out.count(b"\n")
                     if self._line_re is not None:
                         self._match_ready(out, skip)
+                    writing[slot] = True
                     await host.write(self, pid, stream, out)
+                    writing[slot] = False
                 # A child that writes without pause must not starve the loop.
                 await anyio.lowlevel.checkpoint()
             eof[slot] = True
@@ -564,14 +577,14 @@ class Replica:
         self._gone.set()
         # Whatever is left in its process group would be orphaned: kill it.
         child.signal_group(signal.SIGKILL)
-        drained, eof = self._drained, self._eof
+        drained, eof, writing = self._drained, self._eof, self._writing
         with anyio.move_on_after(self.host.drain_timeout):
             await drained.wait()
         if drained.is_set():
             return rc
-        if all(eof):
-            # Both pipes ended; only a slow reader of ours holds the last lines
-            # back. Wait for them (a stop abandons that reader at its deadline).
+        if all(e or w for e, w in zip(eof, writing, strict=True)):
+            # Each pipe ended or its pump waits on a slow reader of ours, which
+            # holds the last lines back. Wait (a stop abandons that reader).
             await drained.wait()
             return rc
         holders = await anyio.to_thread.run_sync(_pipe_holders, self._pipes)

@@ -2,18 +2,14 @@
 
 The client reads each replica's process tree from /proc itself (the socket
 is local, so the supervisor's /proc is ours) and computes CPU % from the
-difference between two refreshes. rich draws the screen; ``q`` or Ctrl-C
-quits. Only this command imports rich.
+difference between two refreshes. curses (the system's ncurses) draws the
+screen; ``q`` or Ctrl-C quits. Only this command imports curses.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import select
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +17,7 @@ from .procstats import tree_stats
 from .table import format_cpulist, format_duration
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from .ctl import Client
-
-STATE_STYLES = {"running": "green", "failed": "red", "starting": "yellow", "backoff": "yellow"}
 
 
 def _size(n: int) -> str:
@@ -65,109 +57,87 @@ class Sampler:
         return rows
 
 
-OTHER_COLUMNS_WIDTH = 70  # every column but NAME at its minimum, with padding
+COLUMNS = (
+    # header, right-aligned, width (NAME takes what is left)
+    ("NAME", False, 0),
+    ("STATE", False, 8),
+    ("RDY", False, 3),
+    ("PID", True, 7),
+    ("CPU%", True, 6),
+    ("RSS", True, 7),
+    ("THR", True, 4),
+    ("RST", True, 3),
+    ("UP", True, 6),
+    ("CPUS", False, 12),
+    ("NUMA%", True, 5),
+    ("PLACE", False, 5),
+)
 
 
-def build_table(
-    doc: dict[str, Any], rows: list[dict[str, Any]], socket: str, width: int = 80
-) -> Table:
-    from rich.table import Table
-
-    ready = "[green]ready[/]" if doc.get("ready") else "[yellow]not ready[/]"
-    table = Table(
-        title=f"placevisor {socket}  {len(rows)} replicas  {ready}   (q quits)",
-        expand=False,
-        pad_edge=False,
-        box=None,
-        padding=(0, 1, 0, 0),
-        header_style="bold",
-    )
-    for name, justify, low, high in (
-        ("NAME", "left", 8, max(8, width - OTHER_COLUMNS_WIDTH)),
-        ("STATE", "left", 8, None),
-        ("RDY", "left", 3, None),
-        ("PID", "right", 7, None),
-        ("CPU%", "right", 6, None),
-        ("RSS", "right", 7, None),
-        ("THR", "right", 3, None),
-        ("RST", "right", 3, None),
-        ("UP", "right", 6, None),
-        ("CPUS", "left", 4, 16),
-        ("NUMA%", "right", 5, None),
-        ("PLACE", "left", 5, None),
-    ):
-        table.add_column(
-            name,
-            justify=justify,  # type: ignore[arg-type]
-            no_wrap=True,
-            min_width=low,
-            max_width=high,
-        )
-    for r in rows:
-        state = str(r["state"])
-        style = STATE_STYLES.get(state)
-        cpu = r["cpu_pct"]
-        numa = r["numa"]
-        table.add_row(
-            str(r["name"]),
-            f"[{style}]{state}[/]" if style else state,
-            "yes" if r.get("ready") else "no",
-            str(r["pid"]) if r.get("pid") else "-",
-            f"{cpu:.1f}" if cpu is not None else "-",
-            _size(r["rss"]) if r["rss"] is not None else "-",
-            str(r["threads"]) if r["threads"] is not None else "-",
-            str(r.get("restarts", 0)),
-            format_duration(r.get("uptime")),
-            format_cpulist(r.get("cpus") or ()) or "-",
-            f"{100 * numa:.0f}%" if numa is not None else "-",
-            str(r.get("placement") or "-"),
-        )
-    return table
+def cells(r: dict[str, Any]) -> list[str]:
+    """One replica's row, in COLUMNS order."""
+    cpu = r["cpu_pct"]
+    numa = r["numa"]
+    return [
+        str(r["name"]),
+        str(r["state"]),
+        "yes" if r.get("ready") else "no",
+        str(r["pid"]) if r.get("pid") else "-",
+        f"{cpu:.1f}" if cpu is not None else "-",
+        _size(r["rss"]) if r["rss"] is not None else "-",
+        str(r["threads"]) if r["threads"] is not None else "-",
+        str(r.get("restarts", 0)),
+        format_duration(r.get("uptime")),
+        format_cpulist(r.get("cpus") or ()) or "-",
+        f"{100 * numa:.0f}%" if numa is not None else "-",
+        str(r.get("placement") or "-"),
+    ]
 
 
-@contextlib.contextmanager
-def _keys() -> Iterator[int | None]:
-    """stdin in cbreak mode (keys arrive unbuffered), restored on exit; None if not a TTY."""
-    fd = sys.stdin.fileno() if sys.stdin is not None else -1
-    if fd < 0 or not os.isatty(fd):
-        yield None
-        return
-    import termios
-    import tty
+def lines(doc: dict[str, Any], rows: list[dict[str, Any]], socket: str, width: int) -> list[str]:
+    """The screen as text lines at most ``width`` wide: a title, headers, one line a replica."""
+    fixed = sum(w + 1 for _, _, w in COLUMNS[1:])
+    name_width = max(8, width - fixed)
+    widths = [name_width] + [w for _, _, w in COLUMNS[1:]]
 
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setcbreak(fd)
-        yield fd
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    def fit(values: list[str]) -> str:
+        out = []
+        for (_, right, _), w, v in zip(COLUMNS, widths, values, strict=True):
+            v = v if len(v) <= w else v[: max(w - 1, 0)] + "~"
+            out.append(v.rjust(w) if right else v.ljust(w))
+        return " ".join(out)[:width].rstrip()
 
-
-def _wait_key(fd: int | None, timeout: float) -> str:
-    """A key pressed within ``timeout`` seconds, or ""."""
-    if fd is None:
-        time.sleep(timeout)
-        return ""
-    ready, _, _ = select.select([fd], [], [], timeout)
-    return os.read(fd, 32).decode(errors="replace") if ready else ""
+    ready = "ready" if doc.get("ready") else "not ready"
+    title = f"placevisor {socket}  {len(rows)} replicas  {ready}   (q quits)"
+    return [title[:width], fit([h for h, _, _ in COLUMNS])] + [fit(cells(r)) for r in rows]
 
 
 def run_top(client: Client, *, interval: float = 1.0) -> int:
-    from rich.console import Console
-    from rich.live import Live
+    """The live view, drawn with curses; ``q`` or Ctrl-C quits."""
+    import curses
 
     from .ctl import checked
 
     sampler = Sampler()
-    console = Console()
-    with _keys() as fd, Live(console=console, screen=True, auto_refresh=False) as live:
+
+    def loop(screen: Any) -> int:
+        with contextlib.suppress(curses.error):
+            curses.curs_set(0)
+        screen.timeout(int(max(interval, 0.1) * 1000))
         while True:
             doc = checked(client.request("GET", "/v1/status"))
             rows = sampler.sample(doc["replicas"])
-            table = build_table(doc, rows, client.path, console.width)
-            live.update(table, refresh=True)
-            deadline = time.monotonic() + max(interval, 0.1)
-            while (left := deadline - time.monotonic()) > 0:
-                key = _wait_key(fd, left)
-                if "q" in key.lower():
-                    return 0
+            height, width = screen.getmaxyx()
+            screen.erase()
+            for y, text in enumerate(lines(doc, rows, client.path, width - 1)[:height]):
+                with contextlib.suppress(curses.error):
+                    screen.addstr(y, 0, text, curses.A_BOLD if y == 1 else curses.A_NORMAL)
+            screen.refresh()
+            key = screen.getch()
+            if key in (ord("q"), ord("Q")):
+                return 0
+
+    try:
+        return int(curses.wrapper(loop))
+    except KeyboardInterrupt:
+        return 0

@@ -192,7 +192,13 @@ async def test_reload_changes_adds_removes_and_leaves_the_rest_alone(
             for name in ("change_0", "change_1"):
                 assert now[name] is not None and now[name] != old[name], name
                 assert gone(old[name])
-                assert psutil.Process(now[name]).environ()["V"] == "2"
+                proc = psutil.Process(now[name])
+
+                def has_new_env(p: psutil.Process = proc) -> bool:
+                    return p.environ().get("V") == "2"
+
+                # Read once it has exec'd sleep (a spawn goes through a short trampoline).
+                await eventually(has_new_env, 10, "the new env")
             assert gone(old["drop_0"])
             assert all_running(sup, 6)
             assert sup.config.groups[1].env == {"V": "2"}
