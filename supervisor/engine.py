@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, BinaryIO, TextIO
@@ -52,6 +53,8 @@ from .verify import Target, Verifier
 
 EXIT_OK = 0
 EXIT_ESCALATED = 1
+#: A bound replica's threads are read back once it is this old (its wrappers have exec'd).
+VERIFY_AFTER = 0.4
 #: After the stop deadline, how long a stalled reader of our output is waited for.
 OUTPUT_GRACE = 0.5
 
@@ -713,10 +716,13 @@ class Supervisor:
     def _verify(self, replicas: Sequence[Replica]) -> None:
         # Memory nodes are not compared: Mems_allowed is the cpuset's, which
         # numactl --membind does not narrow, so it would always read as drift.
+        # A process younger than VERIFY_AFTER may still be in its exec chain
+        # (setpriv, numactl), with the supervisor's own affinity: not drift yet.
+        settled = time.time() - VERIFY_AFTER
         targets = [
             Target(r.name, r.pid, tuple(r.plan.cpus), tuple(r.plan.nodes), False)
             for r in replicas
-            if r.plan.cpus and r.pid is not None
+            if r.plan.cpus and r.pid is not None and (r.started_at or 0) <= settled
         ]
         if not targets:
             return

@@ -467,7 +467,7 @@ class Replica:
                 return
 
     async def _verify_soon(self) -> None:
-        await anyio.sleep(0.5)
+        await anyio.sleep(0.5)  # within a second of the start, once its wrappers exec'd
         self.host.verify(self)
 
     async def _enforce(self, child: Child) -> None:

@@ -195,7 +195,8 @@ async def test_reload_changes_adds_removes_and_leaves_the_rest_alone(
                 proc = psutil.Process(now[name])
 
                 def has_new_env(p: psutil.Process = proc) -> bool:
-                    return p.environ().get("V") == "2"
+                    # /proc/PID/environ reads empty for an instant during each exec.
+                    return p.cmdline()[:1] == [SLEEP[0]] and p.environ().get("V") == "2"
 
                 # Read once it has exec'd sleep (a spawn goes through a short trampoline).
                 await eventually(has_new_env, 10, "the new env")
