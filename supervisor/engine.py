@@ -136,6 +136,7 @@ class Supervisor:
         self._shutdown_done = anyio.Event()
         self._finished = anyio.Event()
         self._started = False
+        self._launched = False  # every replica of the config was added
         self._owner: int | None = None
         self._reloading = anyio.Lock()
 
@@ -329,7 +330,7 @@ class Supervisor:
                 continue
             if not (r.state is ReplicaState.RUNNING and r.ready):
                 return False
-        return not self.stopping
+        return self._launched and not self.stopping
 
     def managed_pids(self) -> set[int]:
         """Pids of running replicas (their own waiters reap them)."""
@@ -783,6 +784,7 @@ class Supervisor:
                 # Let the replica spawn and the loop poll its pipes before the next
                 # one: the first lines are forwarded while later replicas start.
                 await anyio.lowlevel.checkpoint()
+            self._launched = True
             tg.start_soon(self._watch_stop)
             if not self.replicas:
                 self._end.set()

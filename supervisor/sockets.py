@@ -64,6 +64,9 @@ def bind(spec: SocketConfig, base_dir: Path, source: str) -> socket.socket:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((address.host, address.port))
+            # Inherited by accepted connections: servers that take the fd as an
+            # opaque socket (uvicorn --fd) would otherwise wait on Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.listen(spec.backlog)
     except OSError as exc:
         with contextlib.suppress(NameError):

@@ -1,4 +1,4 @@
-"""``restart(group, rolling=True)``: one at a time, successor ready first; a failing one stops it."""
+"""Rolling restarts: one at a time, each successor ready first; a failing one stops the roll."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def test_a_successor_that_is_not_ready_stops_the_roll(tmp_path: Path) -> N
                 await sup.wait_changed()
         before = {n: state(sup, n).pid for n in NAMES}
         broken.touch()  # from now on a new process never becomes ready
-        with pytest.raises(RollingRestartError, match="'r_0'.*rest keep running"):
+        with pytest.raises(RollingRestartError, match=r"'r_0'.*rest keep running"):
             await sup.restart("r", rolling=True)
         # The roll stopped at r_0: the others were never touched and still serve.
         assert [state(sup, n).pid for n in ("r_1", "r_2")] == [before["r_1"], before["r_2"]]
