@@ -652,9 +652,11 @@ class Supervisor:
 
     async def dependencies_ready(self, group: GroupRunner) -> None:
         """Wait until every group this one comes ``after`` is ready (start order)."""
-        after = tuple(getattr(group.config, "after", ()))
-        while not all(self._satisfied(name) for name in after):
+        while not self.dependencies_met(group):
             await self._wait_change()
+
+    def dependencies_met(self, group: GroupRunner) -> bool:
+        return all(self._satisfied(name) for name in group.config.after)
 
     def _satisfied(self, name: str) -> bool:
         runner = self.groups.get(name)

@@ -174,6 +174,7 @@ class Planner:
             config, bound, found.places, which, live_probe, warnings, found.multi_node
         )
         self.warnings = warnings
+        self._cwds: dict[str, str] = {}
 
     def binds(self, group: GroupConfig) -> bool:
         return group.bind and self.config.topology.strategy != "none"
@@ -184,7 +185,9 @@ class Planner:
         """How replica ``index`` of ``group`` runs on ``place`` (None: unbound)."""
         config = self.config
         launcher = self.launcher
-        cwd = str((config.base_dir / group.cwd).resolve())
+        cwd = self._cwds.get(group.cwd)
+        if cwd is None:  # resolved once per directory, not once per replica
+            cwd = self._cwds[group.cwd] = str((config.base_dir / group.cwd).resolve())
         values = placeholder_values(
             group.name,
             index,
@@ -226,10 +229,13 @@ class Planner:
         else:
             added = group_env | own
             env = self.inherited | added
-        position = config.groups.index(group) if group in config.groups else 0
-        ready = self._probe(group.ready, values, f"group[{position}].ready", health=False)
+        ready = (
+            self._probe(group, group.ready, values, "ready", health=False)
+            if group.ready
+            else _STARTED
+        )
         health = (
-            self._probe(group.health, values, f"group[{position}].health", health=True)
+            self._probe(group, group.health, values, "health", health=True)
             if group.health
             else None
         )
@@ -250,11 +256,17 @@ class Planner:
             health=health,
         )
 
-    def _probe(self, text: str, values: Mapping[str, str], key: str, *, health: bool) -> ProbeSpec:
+    def _probe(
+        self, group: GroupConfig, text: str, values: Mapping[str, str], key: str, *, health: bool
+    ) -> ProbeSpec:
         try:
             return parse_probe(expand_placeholders(text, values), health=health)
         except ValueError as exc:
-            raise self.config.error(key, f"for {values['name']}: {exc}") from None
+            names = [g.name for g in self.config.groups]
+            position = names.index(group.name) if group.name in names else 0
+            raise self.config.error(
+                f"group[{position}].{key}", f"for {values['name']}: {exc}"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +274,8 @@ class _Places:
     places: tuple[Place, ...]
     multi_node: bool
 
+
+_STARTED = ProbeSpec(kind="started")
 
 #: fds the supervisor holds for each replica: two pipe read ends and a pidfd.
 FDS_PER_REPLICA = 3

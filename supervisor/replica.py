@@ -104,6 +104,7 @@ class Host(Protocol):
     def child_nofile(self) -> tuple[int, int] | None: ...
     def decide(self, replica: Replica, *, failed: bool, cause: str) -> Outcome: ...
     async def may_start(self, replica: Replica) -> None: ...
+    def may_start_now(self, replica: Replica) -> bool: ...
     async def stop_requested(self) -> None: ...
     def changed(self, replica: Replica) -> None: ...
     def verify(self, replica: Replica) -> None: ...
@@ -247,6 +248,9 @@ class Replica:
 
     async def _wait_turn(self) -> bool:
         """Wait for the group's go (start order, group restarts); False when a request came."""
+        if self.host.may_start_now(self):
+            self.want = "run"
+            return True
         async with anyio.create_task_group() as tg:
             went = False
 
@@ -347,7 +351,10 @@ class Replica:
         self._start_pumps(child)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._enforce, child)
-            tg.start_soon(self._become_ready, child)
+            if spec.kind == "started" and self.plan.health is None:
+                self._mark_ready()  # no probe, no liveness: no task needed
+            else:
+                tg.start_soon(self._become_ready, child)
             if plan.cpus:
                 tg.start_soon(self._verify_soon)
             rc = await self._watch(child)
@@ -392,12 +399,15 @@ class Replica:
             if not ok:
                 self._fail_live(f"not ready within {timeout:g} s ({self.config.ready})")
                 return
-        self.ready = True
-        if self.state is ReplicaState.STARTING:
-            self.fire(Event.READY)
+        self._mark_ready()
         if spec.kind != "started":
             self.host.log.info("replica_ready", replica=self.name, pid=child.pid)
         await self._liveness()
+
+    def _mark_ready(self) -> None:
+        self.ready = True
+        if self.state is ReplicaState.STARTING:
+            self.fire(Event.READY)
 
     async def _liveness(self) -> None:
         """Health checks and the sd_notify watchdog; misses in a row are a failure."""
