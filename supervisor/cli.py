@@ -12,12 +12,13 @@ import os
 import resource
 import signal
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import anyio
+if TYPE_CHECKING:
+    from .config import Config
 
-from .config import Config, ConfigError
-from .errors import SupervisorError
+# The rest (anyio, the config model, the engine) is imported where it is used,
+# so `ctl` and `topology`, dispatched from here, start without it.
 
 EXIT_USAGE = 2
 PROG = "python -m supervisor"
@@ -95,8 +96,12 @@ def serve(
     path: str, *, loop: str = "auto", node_rank: int | None = None, nodes: int | None = None
 ) -> int:
     """Load, plan, bind (nothing starts on a bad config), then run until done or stopped."""
+    import anyio
+
     from topology import TopologyError
 
+    from .config import ConfigError
+    from .errors import SupervisorError
     from .guard import RUN_ID_ENV, new_run_id
     from .sockets import SocketSet
 
@@ -215,6 +220,8 @@ class _Run:
         self.child_nofile, self.node_rank, self.nodes = child_nofile, node_rank, nodes
 
     async def main(self) -> int:
+        import anyio
+
         from .engine import Supervisor
         from .output import StreamSink
         from .plan import LaunchPlan
@@ -285,6 +292,8 @@ class _Run:
 
     async def _report(self, sup: Any, notifier: Any) -> None:
         """READY=1 once every replica is ready, STATUS= on changes, WATCHDOG=1 on time."""
+        import anyio
+
         async with anyio.create_task_group() as tg:
             if notifier.watchdog_interval > 0:
 
