@@ -854,6 +854,7 @@ class Supervisor:
                 members = [r for g in layer for r in g.replicas.values()]
                 for r in members:
                     r.stop_by(deadline, grace=timeout, forced=self._force.is_set())
+                    r.begin_stop()  # here, in one pass: no wait for 64 tasks to wake
                 with anyio.move_on_after(max(0.0, deadline - anyio.current_time()) + KILL_WAIT):
                     for r in members:
                         await r.wait_gone()

@@ -142,6 +142,7 @@ class Replica:
         self._line_re: re.Pattern[bytes] | None = None
         self._grace = 0.0
         self._sent: set[int] = set()
+        self._stop_sent: Child | None = None
         self._change = anyio.Event()
         self._strays: list[psutil.Process] = []
         self._pipes: set[int] = set()
@@ -482,19 +483,13 @@ class Replica:
 
     async def _enforce(self, child: Child) -> None:
         """Carry out stop and restart requests on the live process, bounded by the deadline."""
-        signalled = False
         while True:
             change = self._change
             stopping = self.host.stopping or self.want != "run" or self._deadline is not None
             if not stopping:
                 await change.wait()
                 continue
-            if not signalled:
-                signalled = True
-                if self.state in (ReplicaState.STARTING, ReplicaState.RUNNING):
-                    self.fire(Event.STOP_SENT)
-                child.snapshot_descendants()
-                self.send(self.stop_signal)
+            self.begin_stop()
             deadline = self._deadline
             if deadline is None:
                 await change.wait()
@@ -611,6 +606,18 @@ class Replica:
         return rc
 
     # -- signals ------------------------------------------------------------------
+    def begin_stop(self) -> None:
+        """Send the live process its stop signal, once (the supervisor's stop calls
+        this for every replica in one pass; ``_enforce`` for single requests)."""
+        child = self.child
+        if child is None or child.returncode is not None or self._stop_sent is child:
+            return
+        self._stop_sent = child
+        if self.state in (ReplicaState.STARTING, ReplicaState.RUNNING):
+            self.fire(Event.STOP_SENT)
+        child.snapshot_descendants()  # before the signal: ones that leave the group die too
+        self.send(self.stop_signal)
+
     def send(self, signum: int) -> bool:
         """Send a signal the supervisor means (so dying of it is no failure)."""
         if not self.alive:
