@@ -626,16 +626,7 @@ class Config:
         if not isinstance(self.groups, list | tuple) or not self.groups:
             raise self.error("group", 'at least one [[group]] with "name" and "command" is needed')
         object.__setattr__(self, "groups", tuple(self.groups))
-        seen: dict[str, int] = {}
-        for i, group in enumerate(self.groups):
-            if not isinstance(group, GroupConfig):
-                raise self.error(f"group[{i}]", f"must be a GroupConfig, got {_describe(group)}")
-            if group.name in seen:
-                raise self.error(
-                    f"group[{i}].name",
-                    f"duplicate group name {group.name!r} (group[{seen[group.name]}] has it too)",
-                )
-            seen[group.name] = i
+        self._named("group", self.groups, GroupConfig)
         if not isinstance(self.supervisor, SupervisorSettings):
             raise self.error("supervisor", "must be a SupervisorSettings")
         if not isinstance(self.topology, TopologySettings):
@@ -646,22 +637,29 @@ class Config:
         self._check_sockets()
         self._check_after()
 
+    def _named(
+        self, key: str, items: tuple[Any, ...], kind: type[GroupConfig] | type[SocketConfig]
+    ) -> dict[str, int]:
+        """Each item is a ``kind`` with a name no other one has: name -> position."""
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if not isinstance(item, kind):
+                raise self.error(f"{key}[{i}]", f"must be a {kind.__name__}, got {_describe(item)}")
+            if item.name in seen:
+                raise self.error(
+                    f"{key}[{i}].name",
+                    f"duplicate {key} name {item.name!r} ({key}[{seen[item.name]}] has it too)",
+                )
+            seen[item.name] = i
+        return seen
+
     def _check_sockets(self) -> None:
         if not isinstance(self.sockets, list | tuple):
             raise self.error(
                 "socket", f"must be an array of [[socket]], got {_describe(self.sockets)}"
             )
         object.__setattr__(self, "sockets", tuple(self.sockets))
-        names: dict[str, int] = {}
-        for i, sock in enumerate(self.sockets):
-            if not isinstance(sock, SocketConfig):
-                raise self.error(f"socket[{i}]", f"must be a SocketConfig, got {_describe(sock)}")
-            if sock.name in names:
-                raise self.error(
-                    f"socket[{i}].name",
-                    f"duplicate socket name {sock.name!r} (socket[{names[sock.name]}] has it too)",
-                )
-            names[sock.name] = i
+        names = self._named("socket", self.sockets, SocketConfig)
         for i, group in enumerate(self.groups):
             for j, name in enumerate(group.sockets):
                 if name not in names:
