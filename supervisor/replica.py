@@ -297,8 +297,9 @@ class Replica:
         """Spawn, supervise until the process ends, then fire the group's decision."""
         plan = self.plan
         self._sent.clear()
-        self._deadline = None
-        self._forced = False
+        if self.want == "run":  # a stop asked for meanwhile keeps its deadline
+            self._deadline = None
+            self._forced = False
         self._failure = None
         self._ready_signal = anyio.Event()
         self._beat = anyio.Event()
