@@ -848,6 +848,7 @@ class Supervisor:
             for r in self.replicas:
                 r.stop_by(anyio.current_time(), grace=0.0, forced=True)
 
+        told_by = anyio.current_time() + self.drain_timeout
         async with anyio.create_task_group() as tg:
             tg.start_soon(forced)
             for layer in self._stop_layers():
@@ -858,6 +859,11 @@ class Supervisor:
                 with anyio.move_on_after(max(0.0, deadline - anyio.current_time()) + KILL_WAIT):
                     for r in members:
                         await r.wait_gone()
+                # Their exits told (last lines forwarded) before the next layer's signal;
+                # a slow reader of ours holds the layers back by drain_timeout in all.
+                with anyio.move_on_after(max(0.0, told_by - anyio.current_time())):
+                    for r in members:
+                        await r.wait_reported()
             tg.cancel_scope.cancel()
         for r in self.replicas:
             # Descendants that left the process group, remembered at the stop signal.

@@ -147,6 +147,7 @@ class Replica:
         self._strays: list[psutil.Process] = []
         self._pipes: set[int] = set()
         self._gone = anyio.Event()
+        self._reported = anyio.Event()
         self._drained = anyio.Event()
         self._eof: list[bool] = []
         self._writing: list[bool] = []
@@ -343,6 +344,7 @@ class Replica:
         self._pipes = {os.fstat(child.stdout).st_ino, os.fstat(child.stderr).st_ino}
         self.started_at = time.time()
         self._gone = anyio.Event()
+        self._reported = anyio.Event()
         self.fire(Event.SPAWNED)
         fields: dict[str, object] = {"replica": self.name, "pid": child.pid}
         if plan.cpus:
@@ -370,6 +372,7 @@ class Replica:
         self.host.log.info(
             "replica_exited", replica=self.name, pid=child.pid, cause=cause, exit_code=rc
         )
+        self._reported.set()
         if failed and self.want == "run" and not self.host.stopping and _stop_like(rc):
             with anyio.move_on_after(STOP_GRACE):
                 await self.host.stop_requested()
@@ -654,6 +657,11 @@ class Replica:
     async def wait_gone(self) -> None:
         if self.alive:
             await self._gone.wait()
+
+    async def wait_reported(self) -> None:
+        """Until its exit was told (after its output drained), when a process ran."""
+        if self.child is not None:
+            await self._reported.wait()
 
     async def wait_drained(self) -> None:
         await self._drained.wait()

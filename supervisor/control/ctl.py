@@ -1,6 +1,6 @@
 """``python -m supervisor ctl``: the client of the control socket.
 
-It imports little (stdlib, h11; rich only for ``top``) so ``ctl status``
+It imports little (stdlib, h11; curses only for ``top``) so ``ctl status``
 starts fast. Exit statuses: 0 done, 1 refused (no free place, a failed
 rolling restart, not ready), 2 usage or unknown name or invalid config,
 3 no supervisor on the socket.
@@ -14,9 +14,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, NoReturn
-from urllib.parse import quote
+from typing import Any, NamedTuple, NoReturn
 
 import h11
 
@@ -42,8 +40,9 @@ class CtlError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
+    """A reply: its status and body (a NamedTuple: dataclasses would import inspect)."""
+
     status: int
     body: bytes
 
@@ -233,6 +232,8 @@ def _post(client: Client, path: str, body: dict[str, object], done: str) -> int:
 
 
 def _name(name: str) -> str:
+    from urllib.parse import quote
+
     return quote(name, safe="")
 
 

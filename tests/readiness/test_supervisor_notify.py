@@ -121,18 +121,24 @@ def test_ready_after_every_replica_then_reloading_around_sighup(
         assert any(line.startswith("MONOTONIC_USEC=") for line in reloading), reloading
         assert systemd.index("RELOADING=1") < systemd.index("READY=1", 2)
         assert serve.out.count("fast ready two") == 2
-        order = [
-            (e["event"], e["replica"])
-            for e in serve.events()
-            if e.get("event") in ("replica_exited", "replica_ready")
-            and e.get("replica", "").startswith("fast")
-        ][-4:]
-        assert order == [
+        rolled = [
             ("replica_exited", "fast_0"),
             ("replica_ready", "fast_0"),
             ("replica_exited", "fast_1"),
             ("replica_ready", "fast_1"),
-        ], order
+        ]
+
+        def order() -> list[tuple[str, str]]:
+            return [
+                (e["event"], e["replica"])
+                for e in serve.events()
+                if e.get("event") in ("replica_exited", "replica_ready")
+                and e.get("replica", "").startswith("fast")
+            ][-4:]
+
+        # The log line may reach us just after the READY=1 datagram: wait for it.
+        serve.wait_for(lambda: order() == rolled, 10, "the roll in the log", stream="err")
+        assert order() == rolled, order()
         assert not [
             e
             for e in serve.events()
