@@ -96,6 +96,7 @@ class StreamSink:
         if writer is None:
             target = self._targets[stream]
             sink = _fd_sink(target) if isinstance(target, int) else _stream_sink(target)
+            try_now = _fd_try_now(target) if isinstance(target, int) else None
 
             def closed(why: str) -> None:
                 # Called in the writer thread: the reader went away (`serve | head`)
@@ -104,7 +105,9 @@ class StreamSink:
                 if self._on_closed is not None:
                     self._on_closed(stream, why)
 
-            writer = ThreadedWriter(sink, name=f"placevisor-{stream}", on_error=closed)
+            writer = ThreadedWriter(
+                sink, name=f"placevisor-{stream}", on_error=closed, try_now=try_now
+            )
             self._writers[stream] = writer
         return writer
 
@@ -175,6 +178,21 @@ def _fd_sink(fd: int) -> Callable[[bytes], None]:
                 select.select([], [fd], [])
                 continue
             view = view[n:]
+
+    return write
+
+
+#: A pipe that polls writable takes this much at once without blocking.
+_ATOMIC = select.PIPE_BUF
+
+
+def _fd_try_now(fd: int) -> Callable[[bytes], int]:
+    """Write a short block at once when the fd says it has room; the bytes written."""
+
+    def write(data: bytes) -> int:
+        if len(data) > _ATOMIC or not select.select([], [fd], [], 0)[1]:
+            return 0
+        return os.write(fd, data)
 
     return write
 

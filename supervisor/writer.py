@@ -29,8 +29,16 @@ Sink = Callable[[bytes], None]
 class ThreadedWriter:
     """One thread writing blocks in order to ``sink`` (a blocking call)."""
 
-    def __init__(self, sink: Sink, *, name: str, on_error: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        name: str,
+        on_error: Callable[[str], None],
+        try_now: Callable[[bytes], int] | None = None,
+    ) -> None:
         self._sink = sink
+        self._try_now = try_now
         self._on_error = on_error
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -97,11 +105,22 @@ class ThreadedWriter:
             await self._wait_room()
 
     def write_nowait(self, data: bytes) -> None:
-        """Queue without waiting (the supervisor's own log lines, a few hundred bytes)."""
+        """Queue without waiting (the supervisor's own log lines, a few hundred bytes).
+
+        With nothing queued, ``try_now`` may write it at once when that cannot
+        block: the line then leaves in order with what the loop does next
+        (a READY=1 datagram, say), not a thread switch later.
+        """
         with self._lock:
             if self._abandoned or self._broken or self._queued >= 4 * HIGH_WATER:
                 self.dropped += len(data)
                 return
+            if not self._queued and self._try_now is not None:
+                # On an error the thread's own write meets it again and reports it.
+                with contextlib.suppress(OSError):
+                    data = data[self._try_now(data) :]
+                if not data:
+                    return
             if not self._queued:
                 self._progress = time.monotonic()
             self._queue.append(data)
