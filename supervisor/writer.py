@@ -70,12 +70,7 @@ class ThreadedWriter:
                     self.dropped += len(data)
                     return
                 if self._queued < HIGH_WATER:
-                    if not self._queued:
-                        self._progress = time.monotonic()
-                    self._queue.append(data)
-                    self._queued += len(data)
-                    self._idle.clear()
-                    self._ready.notify()
+                    self._enqueue(data)
                     return
                 self._waiting = True
             await self._wait_room()
@@ -121,12 +116,16 @@ class ThreadedWriter:
                     data = data[self._try_now(data) :]
                 if not data:
                     return
-            if not self._queued:
-                self._progress = time.monotonic()
-            self._queue.append(data)
-            self._queued += len(data)
-            self._idle.clear()
-            self._ready.notify()
+            self._enqueue(data)
+
+    def _enqueue(self, data: bytes) -> None:
+        """Hand ``data`` to the thread (the lock is held)."""
+        if not self._queued:
+            self._progress = time.monotonic()
+        self._queue.append(data)
+        self._queued += len(data)
+        self._idle.clear()
+        self._ready.notify()
 
     def abandon(self) -> int:
         """Drop what is queued, refuse what follows, release every waiter; bytes dropped."""

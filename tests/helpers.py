@@ -88,6 +88,24 @@ async def eventually(cond: Callable[[], bool], timeout: float = 10.0, what: str 
     assert cond(), what
 
 
+def path_without(root: Path, *missing: str) -> str:
+    """A PATH of links to every program on this PATH except ``missing``: a machine without
+    them, for the fallbacks CI would otherwise never run (no numactl, no setpriv)."""
+    bin_dir = root / ("bin-without-" + "-".join(missing))
+    bin_dir.mkdir()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if not folder or not os.path.isdir(folder):
+            continue
+        for entry in os.scandir(folder):
+            link = bin_dir / entry.name
+            if entry.name in missing or link.exists() or link.is_symlink():
+                continue
+            if entry.is_file() and os.access(entry.path, os.X_OK):
+                link.symlink_to(entry.path)
+    assert not any((bin_dir / name).exists() for name in missing)
+    return str(bin_dir)
+
+
 def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not cond():

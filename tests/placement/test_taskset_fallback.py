@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PY
+from tests.helpers import PY, path_without
 from tests.placement._runs import (
     ALLOWED,
     FIRST,
@@ -40,20 +40,9 @@ AFFINITY = (
 
 def path_without_numactl(root: Path) -> str:
     """A PATH holding links to every program on this PATH except numactl."""
-    bin_dir = root / "bin-without-numactl"
-    bin_dir.mkdir()
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        if not folder or not os.path.isdir(folder):
-            continue
-        for entry in os.scandir(folder):
-            link = bin_dir / entry.name
-            if entry.name == "numactl" or link.exists() or link.is_symlink():
-                continue
-            if entry.is_file() and os.access(entry.path, os.X_OK):
-                link.symlink_to(entry.path)
-    assert not (bin_dir / "numactl").exists()
-    assert (bin_dir / "taskset").exists(), "taskset (util-linux) must be on PATH"
-    return str(bin_dir)
+    path = path_without(root, "numactl")
+    assert os.path.exists(os.path.join(path, "taskset")), "taskset (util-linux) must be on PATH"
+    return path
 
 
 def test_python_replicas_bound_by_taskset(tmp_path: Path, no_leaks_sync: None) -> None:
