@@ -381,6 +381,12 @@ class Supervisor:
             raise ValueError(f"replicas must be an integer >= 0, got {n!r}")
         self._check_running()
         runner = self._group(group)
+        # An index still on its way out (an earlier scale-down) is let go first,
+        # so that index starts afresh rather than being skipped.
+        leaving = [r for r in runner.replicas.values() if r.want == "remove" and r.index < n]
+        with anyio.move_on_after(self._op_timeout()):
+            for r in leaving:
+                await r.finished.wait()
         before = set(runner.replicas.values())
         runner.scale_to(n)
         self.log.info("group_scaled", group=group, replicas=n)

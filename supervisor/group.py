@@ -8,7 +8,6 @@ supervisor only through the narrow ``Owner`` interface.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import anyio
@@ -21,7 +20,7 @@ from .output import Stream
 from .plan import Planner, ReplicaPlan
 from .policy import Done, Escalate, RestartBudget
 from .replica import Outcome, Replica
-from .state import Event, ReplicaState
+from .state import Event
 
 
 class Owner(Protocol):
@@ -67,7 +66,6 @@ class GroupRunner:
         self._tg: TaskGroup | None = None
         self._close = anyio.Event()
         self._gate: anyio.Event | None = None  # closed while a group-scope restart runs
-        self._stopping_members: list[Replica] = []
 
     # -- the Host interface its replicas see ---------------------------------
     @property
@@ -190,10 +188,6 @@ class GroupRunner:
         """Let ``run`` return once every task of the group has ended."""
         self._close.set()
 
-    def cancel(self) -> None:
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-
     def add(self, plan: ReplicaPlan) -> Replica:
         replica = Replica(self, self.config, plan, self.owner.next_color())
         self.replicas[plan.index] = replica
@@ -247,21 +241,3 @@ class GroupRunner:
 
     def active(self) -> list[Replica]:
         return [r for _, r in sorted(self.replicas.items()) if r.want != "remove"]
-
-    def settled(self) -> bool:
-        return all(r.settled.is_set() for r in self.replicas.values())
-
-    def all_ready(self) -> bool:
-        """Every replica that should run is running and ready."""
-        return all(
-            r.ready and r.state is ReplicaState.RUNNING
-            for r in self.active()
-            if r.want == "run" and not r.state.terminal
-        ) and any(True for _ in self.active())
-
-    def finished(self) -> bool:
-        """Nothing of this group runs or will run again by itself."""
-        return all(r.state.terminal for r in self.replicas.values())
-
-
-Spawner = Callable[..., Coroutine[Any, Any, Any]]

@@ -93,6 +93,36 @@ async def test_scale_unbound_2_5_1_keeps_pids_and_drops_highest(
     assert not events.of("replica_restarting") and not events.of("group_escalated")
 
 
+# Stops in 0.3 s after SIGTERM, so a scale-down is still under way when the scale-up comes.
+SLOW_STOP = (
+    PY,
+    "-c",
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.3), sys.exit(0)))\n"
+    "print('armed', flush=True)\n"
+    "time.sleep(300)",
+)
+
+
+async def test_scale_up_while_those_indexes_still_stop(no_leaks: None, events: Events) -> None:
+    config = cfg(
+        GroupConfig(name="w", command=SLOW_STOP, replicas=3, bind=False, ready="line:armed")
+    )
+    with anyio.fail_after(30):
+        async with sup_for(config, events) as sup:
+            old = pids(sup)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sup.scale, "w", 1)
+                await eventually(
+                    lambda: any(s.state == "stopping" for s in sup.status()), 10, "stopping"
+                )
+                await sup.scale("w", 3)  # w_1 and w_2 are still on their way out
+            assert all_running(sup, 3), sup.status()
+            now = pids(sup)
+            assert now["w_0"] == old["w_0"]
+            assert now["w_1"] != old["w_1"] and now["w_2"] != old["w_2"]
+
+
 async def test_scale_to_zero_and_back(no_leaks: None, events: Events) -> None:
     config = cfg(GroupConfig(name="w", command=SLEEP, replicas=2, bind=False))
     with anyio.fail_after(30):
