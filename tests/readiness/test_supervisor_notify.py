@@ -111,6 +111,8 @@ def test_ready_after_every_replica_then_reloading_around_sighup(
         open_gate(gate)
         systemd.until("READY=1")
         assert systemd.index("STATUS=3 of 3 replicas ready") <= systemd.index("READY=1") + 1
+        # Their own lines may be forwarded just after READY=1 (a datagram overtakes a pipe).
+        serve.wait_for("fast ready one", count=2)
         assert serve.out.count("fast ready one") == 2
 
         write(tmp_path, gate, "two")  # the fast group changed: a reload rolls it
@@ -120,6 +122,7 @@ def test_ready_after_every_replica_then_reloading_around_sighup(
         reloading = systemd.messages[systemd.index("RELOADING=1")]
         assert any(line.startswith("MONOTONIC_USEC=") for line in reloading), reloading
         assert systemd.index("RELOADING=1") < systemd.index("READY=1", 2)
+        serve.wait_for("fast ready two", count=2)
         assert serve.out.count("fast ready two") == 2
         rolled = [
             ("replica_exited", "fast_0"),
