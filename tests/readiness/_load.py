@@ -8,6 +8,8 @@ answered each request (the app puts its replica name in the body).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import socket
@@ -16,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import pytest
 
 LUA = """
@@ -127,12 +128,28 @@ class Wrk:
             text=True,
         )
 
-    def wait_connected(self, port: int, timeout: float = 10.0) -> None:
-        """Until wrk holds a connection to ``port``: the load is flowing."""
-        proc = psutil.Process(self.proc.pid)
+    def wait_connected(self, port: int, timeout: float = 30.0) -> None:
+        """Until wrk holds a socket: its only sockets are its connections to ``port``.
+
+        (Its fd table, not ``net_connections``: with a new connection per request
+        each lives a millisecond, and matching /proc/net/tcp to fds can miss
+        them for the whole run.)
+        """
+        fd_dir = f"/proc/{self.proc.pid}/fd"
+
+        def has_socket() -> bool:
+            for fd in os.listdir(fd_dir):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"{fd_dir}/{fd}").startswith("socket:"):
+                        return True
+            return False
+
         deadline = time.monotonic() + timeout
-        while not any(c.raddr and c.raddr.port == port for c in proc.net_connections("tcp")):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
+        while not has_socket():
+            if self.proc.poll() is not None:
+                out, _ = self.proc.communicate()
+                raise AssertionError(f"wrk ended before it connected to port {port}: {out}")
+            if time.monotonic() > deadline:
                 raise AssertionError(f"wrk opened no connection to port {port} in {timeout} s")
             time.sleep(0.01)
 
