@@ -171,6 +171,17 @@ def _check_str(key: str, value: object) -> str:
     return value
 
 
+def _check_name(value: object) -> None:
+    """A group's or a socket's name: it shows in replica names, fd names and URLs."""
+    name = _check_str("name", value)
+    if not _NAME_RE.fullmatch(name):
+        raise _FieldError(
+            "name",
+            "must start with a letter or digit and hold only letters, digits, '_', '.', '-',"
+            f" got {_describe(name)}",
+        )
+
+
 def _check_bool(key: str, value: object) -> None:
     if not isinstance(value, bool):
         raise _FieldError(key, f"must be true or false, got {_describe(value)}")
@@ -426,13 +437,7 @@ class SocketConfig:
     reuse_port: bool = False
 
     def __post_init__(self) -> None:
-        name = _check_str("name", self.name)
-        if not _NAME_RE.fullmatch(name):
-            raise _FieldError(
-                "name",
-                "must start with a letter or digit and hold only letters, digits, '_', '.', '-',"
-                f" got {_describe(name)}",
-            )
+        _check_name(self.name)
         listen = _check_str("listen", self.listen)
         try:
             parse_listen(listen)
@@ -477,13 +482,7 @@ class GroupConfig:
     omp_bind: OmpBind = "close"
 
     def __post_init__(self) -> None:
-        name = _check_str("name", self.name)
-        if not _NAME_RE.fullmatch(name):
-            raise _FieldError(
-                "name",
-                "must start with a letter or digit and hold only letters, digits, '_', '.', '-',"
-                f" got {_describe(name)}",
-            )
+        _check_name(self.name)
         self._check_command()
         _check_int("replicas", self.replicas, 1)
         self._check_env()

@@ -121,8 +121,6 @@ class Supervisor:
         self.exit_status = EXIT_OK
         self.escalations = 0
         self._colors = 0
-        self._planner: Planner | None = None
-        self._allocator: PlaceAllocator | None = None
         self._verifier = Verifier()
         self._notify: NotifyListener | None = None
         self._tg: TaskGroup | None = None
@@ -545,7 +543,6 @@ class Supervisor:
                 if place is not None and r.want != "remove" and planner.binds(gc):
                     allocator.claim(place, r.name)
         self.config = new
-        self._planner, self._allocator = planner, allocator
         for runner, _ in [*unchanged, *changed]:
             runner.planner, runner.allocator = planner, allocator
         for runner in removed:
@@ -776,7 +773,6 @@ class Supervisor:
     async def _supervise(self, plan: LaunchPlan, task_status: Any) -> None:
         planner = plan.planner or Planner(self.config, environ=self._environ)
         allocator = PlaceAllocator(planner.places)
-        self._planner, self._allocator = planner, allocator
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for gc in self.config.groups:
@@ -785,7 +781,6 @@ class Supervisor:
                 if rp.place is not None:
                     allocator.claim(rp.place, rp.name)
                 runner = self.groups[rp.group]
-                runner.desired += 1
                 if self._stop_requested.is_set():
                     continue
                 self._unsettled.add(runner.add(rp))

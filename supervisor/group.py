@@ -62,7 +62,6 @@ class GroupRunner:
         self.allocator = allocator
         self.budget = RestartBudget(config)
         self.replicas: dict[int, Replica] = {}
-        self.desired = 0
         self._tg: TaskGroup | None = None
         self._close = anyio.Event()
         self._gate: anyio.Event | None = None  # closed while a group-scope restart runs
@@ -233,7 +232,6 @@ class GroupRunner:
                     f"group {self.name!r}: {n} replicas need {len(missing)} more places "
                     f"but {free} are free; nothing changed"
                 )
-        self.desired = n
         for i in extra:
             self.replicas[i].request("remove", timeout=self.owner.shutdown_timeout())
         for i in missing:

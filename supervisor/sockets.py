@@ -15,7 +15,7 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .config import Config, ConfigError, SocketConfig
@@ -126,12 +126,6 @@ class SocketSet:
 
     def fds(self, names: Iterable[str]) -> tuple[int, ...]:
         return tuple(self._socks[name][1].fileno() for name in names)
-
-    def address(self, name: str) -> object:
-        return self._socks[name][1].getsockname()
-
-    def names(self) -> Mapping[str, SocketConfig]:
-        return {name: spec for name, (spec, _) in self._socks.items()}
 
     def close(self) -> None:
         for spec, sock in self._socks.values():

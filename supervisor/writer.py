@@ -142,10 +142,6 @@ class ThreadedWriter:
         """Block (outside any loop) until the queue is written; False on timeout."""
         return self._idle.wait(timeout)
 
-    @property
-    def pending(self) -> int:
-        return self._queued
-
     def stalled(self, age: float = 0.2) -> bool:
         """Output is queued and nothing was written for ``age`` seconds."""
         with self._lock:
